@@ -1,0 +1,297 @@
+"""Train the bundled text target and drafter (``LlamaForCausalLM``) on the uint16 token files.
+
+    python -m models.train text --preset gpu|cpu [--which target|draft|both] [--out DIR]
+                           [--resume] [--max-minutes M] [--max-steps N] ...
+
+Each model trains on random windows of ``runs/text/tokens/train.bin`` (AdamW, linear warmup then
+cosine, bf16 autocast on CUDA), is evaluated on fixed held-out windows, checkpoints to
+``OUT/work/<which>/`` (safetensors + JSON, resumable with ``--resume``), logs to
+``OUT/<which>.log.jsonl`` and is finally exported in bf16 with the tokenizer to ``OUT/<which>/``
+(the weights with the best held-out loss). A wall-clock budget (``--max-minutes``, shared by the
+models in proportion to the preset's minutes) ends training cleanly; the LR schedule follows
+whichever of steps or time runs out first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import LlamaForCausalLM
+
+from models.checkpoint import (find_checkpoint, load_checkpoint, load_weights, save_checkpoint,
+                               save_weights)
+from models.text_presets import ModelShape, TextPreset, TrainSpec, get_preset
+
+WHICH = ("draft", "target")  # training order for --which both: the short run first
+EXPORT_SHARD = "14MB"  # every bundled safetensors file stays under 15 MB
+
+
+class TokenWindows:
+    """Random training windows from a uint16 token file (read through ``np.memmap``)."""
+
+    def __init__(self, path: Path, seq_len: int):
+        self.data = np.memmap(path, dtype=np.uint16, mode="r")
+        self.seq_len = seq_len
+        if len(self.data) <= seq_len + 1:
+            raise ValueError(f"{path}: {len(self.data)} tokens, fewer than one window")
+
+    def sample(self, batch: int, rng: np.random.Generator) -> torch.Tensor:
+        """[batch, seq_len + 1] int64: inputs are [:, :-1], targets [:, 1:]."""
+        starts = rng.integers(0, len(self.data) - self.seq_len - 1, size=batch)
+        idx = starts[:, None] + np.arange(self.seq_len + 1)[None, :]
+        return torch.from_numpy(self.data[idx].astype(np.int64))
+
+
+def heldout_windows(path: Path, seq_len: int, max_tokens: int) -> torch.Tensor:
+    """[n, seq_len + 1] consecutive non-overlapping windows from the file's start (fixed set)."""
+    data = np.fromfile(path, dtype=np.uint16)
+    n = min(max_tokens // seq_len, (len(data) - 1) // seq_len)
+    if n < 1:
+        raise ValueError(f"{path}: too short for one held-out window of {seq_len}")
+    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+    return torch.from_numpy(data[idx].astype(np.int64))
+
+
+def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) of a [B, T + 1] batch."""
+    logits = model(input_ids=batch[:, :-1], use_cache=False).logits  # [B, T, V]
+    return F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch: int, device: torch.device,
+             amp: bool) -> float:
+    model.eval()
+    total = torch.zeros((), device=device)
+    for i in range(0, len(windows), batch):
+        chunk = windows[i:i + batch].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            total += lm_loss(model, chunk) * len(chunk)
+    model.train()
+    return total.item() / len(windows)
+
+
+def lr_at(spec: TrainSpec, step: int, elapsed: float, budget_s: float) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine from ``lr`` to ``min_lr_ratio * lr``
+    with progress max(step / max_steps, elapsed / budget)."""
+    if step < spec.warmup_steps:
+        return spec.lr * (step + 1) / spec.warmup_steps
+    progress = min(1.0, max(step / spec.max_steps, elapsed / budget_s))
+    floor = spec.lr * spec.min_lr_ratio
+    return floor + (spec.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, spec: TrainSpec, device: torch.device):
+    """AdamW; no weight decay on norms (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": spec.weight_decay},
+              {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=1e-8,
+                             fused=device.type == "cuda")
+
+
+class Stop:
+    """Set by SIGTERM/SIGINT so the loop ends like a spent budget (save and export)."""
+
+    requested = False
+
+    @classmethod
+    def install(cls) -> None:
+        def handler(signum, frame):
+            cls.requested = True
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, and its "final" line."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines()
+                if ln and json.loads(ln)["step"] <= step and not json.loads(ln).get("final")]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, tokenizer_dir: Path,
+                budget_s: float, resume: bool, device: torch.device, compile_model: bool) -> Path:
+    """Train one model (resuming if asked) and export it; returns the export directory."""
+    shape: ModelShape = preset.shape(which)
+    spec: TrainSpec = preset.train_spec(which)
+    work, log_path, export_dir = out / "work" / which, out / f"{which}.log.jsonl", out / which
+    ckpt_dir, best_path = work / "checkpoint", work / "best.safetensors"
+    amp = device.type == "cuda"
+
+    seed = preset.seed + WHICH.index(which)
+    torch.manual_seed(seed)  # weight init; this is the training entry point
+    model = LlamaForCausalLM(shape.config()).to(device)
+    opt = make_optimizer(model, spec, device)
+    state = {"step": 0, "elapsed_s": 0.0, "best_heldout": None,
+             "rng": np.random.default_rng(seed).bit_generator.state,
+             "preset": preset.name, "shape": asdict(shape), "train": asdict(spec)}
+    found = find_checkpoint(ckpt_dir)
+    if found and not resume:
+        raise SystemExit(f"{found} exists: pass --resume to continue it, or use another --out")
+    if found:
+        saved = load_checkpoint(found, model, opt, device)
+        if saved["shape"] != state["shape"]:
+            raise SystemExit(f"{found} holds shape {saved['shape']}, preset wants {state['shape']}")
+        state.update({k: saved[k] for k in ("step", "elapsed_s", "best_heldout", "rng")})
+        truncate_log(log_path, state["step"])
+        print(f"[{which}] resumed from {found} at step {state['step']}", flush=True)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state["rng"]
+
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"[{which}] {shape} {n_params / 1e6:.2f}M params on {device}, "
+          f"budget {budget_s / 60:.1f} min, <= {spec.max_steps} steps", flush=True)
+    windows = TokenWindows(data_dir / "train.bin", spec.seq_len)
+    held = heldout_windows(data_dir / "heldout.bin", spec.seq_len, spec.eval_tokens)
+    fwd = torch.compile(model) if compile_model else model
+
+    def log(**rec) -> None:
+        with log_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def eval_and_keep_best() -> float:
+        loss = evaluate(fwd, held, spec.batch_size, device, amp)
+        if state["best_heldout"] is None or loss < state["best_heldout"]:
+            state["best_heldout"] = loss
+            save_weights(best_path, model)
+        return loss
+
+    def checkpoint() -> None:
+        state["rng"] = rng.bit_generator.state
+        save_checkpoint(ckpt_dir, model, opt, state)
+
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    model.train()
+    t_start, elapsed0 = time.perf_counter(), state["elapsed_s"]
+    run_loss, run_n, t_log, tok_log = torch.zeros((), device=device), 0, time.perf_counter(), 0
+    bar = tqdm(total=spec.max_steps, initial=state["step"], desc=which, mininterval=2.0,
+               dynamic_ncols=True)
+    while True:  # a finished run that is resumed stops at once: evaluate, save, export
+        step = state["step"]
+        elapsed = elapsed0 + time.perf_counter() - t_start
+        if step >= spec.max_steps or elapsed >= budget_s or Stop.requested:
+            state["elapsed_s"] = elapsed
+            heldout = eval_and_keep_best()
+            log(step=step, train_loss=None, heldout_loss=round(heldout, 4), lr=None,
+                tokens=step * spec.tokens_per_step, elapsed_s=round(elapsed, 1), final=True,
+                stopped_by="steps" if step >= spec.max_steps else
+                "signal" if Stop.requested else "time")
+            checkpoint()
+            break
+        lr = lr_at(spec, step, elapsed, budget_s)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = windows.sample(spec.batch_size, rng).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = lm_loss(fwd, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] = step = step + 1
+        run_loss += loss.detach()
+        run_n += 1
+        tok_log += spec.tokens_per_step
+        bar.update(1)
+        heldout = eval_and_keep_best() if step % spec.eval_every == 0 else None
+        if step % spec.log_every == 0 or heldout is not None:
+            now = time.perf_counter()
+            train_loss = (run_loss / run_n).item()
+            tps = tok_log / (now - t_log)
+            log(step=step, train_loss=round(train_loss, 4),
+                heldout_loss=None if heldout is None else round(heldout, 4), lr=lr,
+                tokens=step * spec.tokens_per_step,
+                elapsed_s=round(elapsed0 + now - t_start, 1), tokens_per_s=round(tps))
+            best = state["best_heldout"]
+            bar.set_postfix(loss=f"{train_loss:.3f}", best_held="-" if best is None else
+                            f"{best:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:.0f}")
+            run_loss, run_n, t_log, tok_log = torch.zeros((), device=device), 0, now, 0
+        if step % spec.checkpoint_every == 0:
+            state["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+            checkpoint()
+    bar.close()
+    return export(model, best_path, export_dir, tokenizer_dir, state, n_params, device)
+
+
+def export(model: LlamaForCausalLM, best_path: Path, export_dir: Path, tokenizer_dir: Path,
+           state: dict, n_params: int, device: torch.device) -> Path:
+    """Save the best held-out weights in bf16 (shards under 15 MB) with the tokenizer."""
+    from transformers import AutoTokenizer
+
+    if best_path.exists():
+        load_weights(best_path, model, device)
+    model = model.to("cpu", torch.bfloat16).eval()
+    model.save_pretrained(str(export_dir), max_shard_size=EXPORT_SHARD)
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(export_dir))
+    summary = {k: state[k] for k in ("preset", "shape", "train", "step", "elapsed_s")}
+    summary.update(params=n_params, tokens_seen=state["step"] * state["train"]["batch_size"]
+                   * state["train"]["seq_len"], best_heldout_loss=state["best_heldout"],
+                   device=str(device), torch=torch.__version__)
+    (export_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    files = sorted(export_dir.glob("*.safetensors"))
+    print(f"exported {export_dir}: best held-out loss {state['best_heldout']:.4f}, "
+          + ", ".join(f"{f.name} {f.stat().st_size / 1e6:.1f} MB" for f in files), flush=True)
+    return export_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train the bundled target and drafter models.")
+    ap.add_argument("modality", choices=["text"])
+    ap.add_argument("--preset", required=True, choices=["cpu", "gpu"])
+    ap.add_argument("--which", default="both", choices=["target", "draft", "both"])
+    ap.add_argument("--out", type=Path, help="default runs/text/train-<preset>")
+    ap.add_argument("--data", type=Path, default=Path("runs/text/tokens"))
+    ap.add_argument("--tokenizer", type=Path, default=Path("runs/text/tokenizer"))
+    ap.add_argument("--resume", action="store_true", help="continue from OUT's checkpoints")
+    ap.add_argument("--max-minutes", type=float,
+                    help="wall-clock budget for the whole command (default: the preset's)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g = ap.add_argument_group("overrides of the preset's TrainSpec (both models; for smoke runs)")
+    for name in ("max_steps", "batch_size", "seq_len", "eval_every", "eval_tokens",
+                 "checkpoint_every", "log_every", "warmup_steps"):
+        g.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    preset = get_preset(args.preset).with_overrides(**{
+        k: getattr(args, k) for k in ("max_steps", "batch_size", "seq_len", "eval_every",
+                                      "eval_tokens", "checkpoint_every", "log_every",
+                                      "warmup_steps")})
+    out = args.out or Path(f"runs/text/train-{preset.name}")
+    whiches = list(WHICH) if args.which == "both" else [args.which]
+    minutes = {w: preset.train_spec(w).minutes for w in whiches}
+    if args.max_minutes is not None:  # share the budget in the preset's proportions
+        total = sum(minutes.values())
+        minutes = {w: args.max_minutes * m / total for w, m in minutes.items()}
+    Stop.install()
+    t0 = time.perf_counter()
+    for w in whiches:
+        # ~3% of each share is left for evaluation, checkpointing and export
+        train_model(w, preset, out, args.data, args.tokenizer, 60 * minutes[w] * 0.97,
+                    args.resume, torch.device(args.device), args.compile)
+        if Stop.requested:
+            raise SystemExit(f"interrupted: checkpoint and export of {w!r} saved; rerun with --resume")
+    print(f"done in {(time.perf_counter() - t0) / 60:.1f} min -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""multispec: draft-then-verify (speculative) decoding on one modality-agnostic core.
+
+    result = multispec.generate(target, input_ids, drafter=DraftModel(small), max_new_tokens=64)
+"""
+from . import acceptance, drafters
+from .acceptance import (Greedy, NeighborhoodRelaxation, SpeculativeSampling, TopKTolerance,
+                         TypicalAcceptance)
+from .decoding import GenerationResult, Step, generate, stream
+from .drafters import DraftModel, LayerSkip, PromptLookup
+from .lm import CachedLM, Verifier
+from .stats import DecodingStats
+
+__all__ = [
+    "generate", "stream", "GenerationResult", "Step", "DecodingStats", "CachedLM", "Verifier",
+    "acceptance", "drafters", "DraftModel", "PromptLookup", "LayerSkip", "Greedy", "SpeculativeSampling",
+    "TypicalAcceptance", "TopKTolerance", "NeighborhoodRelaxation",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,204 @@
+"""Verification rules: pure functions of (draft tokens, q, p, generator) deciding what is accepted.
+
+Terms. The drafter proposes γ tokens x_1..x_γ with draft probabilities q (or none: a point mass).
+The target scores all γ+1 positions in one forward, giving p [γ+1, V]. A rule accepts a prefix of
+the draft (``num_accepted``) and then emits one token of the target's own (``next_token``): the
+*recovered* token at the first rejection, or the *bonus* token after a full accept.
+
+Exact rules (lossless): :class:`Greedy` (argmax match) and :class:`SpeculativeSampling` (accept x with
+probability min(1, p(x)/q(x)); on rejection sample from norm(max(0, p − q)); q a point mass for
+model-free drafters). Relaxed rules raise the target probability of a drafted token to p̃(x) ≥ p(x)
+before the same test and report the mass they moved, Σ (p̃(x) − p(x)) over accepted tokens. Under
+greedy decoding a token is accepted when p̃(x) makes it the argmax. These rules know no model, no
+modality and no cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Verdict:
+    num_accepted: int  # drafted tokens accepted, a prefix of the draft
+    next_token: int  # recovered token (after a rejection) or bonus token (after a full accept)
+    moved_mass: float = 0.0  # Σ (p̃(x) − p(x)) over the accepted drafted tokens (0 for exact rules)
+
+
+def _draft_probs_at_tokens(draft_tokens: torch.Tensor, draft_probs: torch.Tensor | None) -> torch.Tensor:
+    """q(x_i) [γ]; a missing q is a point mass on the drafted token."""
+    if draft_probs is None:
+        return torch.ones(draft_tokens.shape[0], device=draft_tokens.device)
+    return draft_probs.gather(1, draft_tokens[:, None]).squeeze(1)
+
+
+def verify(
+    draft_tokens: torch.Tensor,  # [γ] int64
+    draft_probs: torch.Tensor | None,  # [γ, V] q, or None for a point mass
+    target_probs: torch.Tensor,  # [γ+1, V] p after the same warping as q
+    relaxed_target: torch.Tensor | None = None,  # [γ] p̃(x_i) ≥ p(x_i); None = exact
+    *,
+    greedy: bool,
+    generator: torch.Generator | None = None,
+) -> Verdict:
+    """The one verification routine every rule uses (see the module docstring)."""
+    gamma = draft_tokens.shape[0]
+    p_at_x = target_probs[:gamma].gather(1, draft_tokens[:, None]).squeeze(1)  # [γ]
+    p_tilde = p_at_x if relaxed_target is None else torch.maximum(relaxed_target, p_at_x)
+    if greedy:
+        argmax = target_probs[:gamma].argmax(dim=-1)
+        others = target_probs[:gamma].scatter(1, draft_tokens[:, None], -1.0).amax(dim=-1)
+        ok = (draft_tokens == argmax) | (p_tilde > others)
+    else:
+        q_at_x = _draft_probs_at_tokens(draft_tokens, draft_probs)
+        u = torch.rand(gamma, generator=generator, device=target_probs.device)
+        ok = u * q_at_x < p_tilde  # u < min(1, p̃/q) without dividing by q
+    rejected = (~ok).nonzero()
+    n = int(rejected[0, 0]) if rejected.numel() else gamma
+    moved = float((p_tilde[:n] - p_at_x[:n]).sum()) if relaxed_target is not None else 0.0
+
+    p_next = target_probs[n]
+    if greedy:
+        return Verdict(n, int(p_next.argmax()), moved)
+    if n < gamma:  # recovered token from the residual norm(max(0, p − q))
+        if draft_probs is None:
+            residual = p_next.clone()
+            residual[draft_tokens[n]] = 0.0
+        else:
+            residual = (p_next - draft_probs[n]).clamp_min(0.0)
+        if float(residual.sum()) > 1e-12:
+            p_next = residual / residual.sum()
+    token = torch.multinomial(p_next, 1, generator=generator)
+    return Verdict(n, int(token), moved)
+
+
+class AcceptanceRule:
+    """Base class: a rule maps (draft, q, p) to a :class:`Verdict`. Subclasses set ``relax``."""
+
+    lossless: bool = True
+
+    def relax(self, draft_tokens: torch.Tensor, draft_probs: torch.Tensor | None,
+              target_probs: torch.Tensor, greedy: bool) -> torch.Tensor | None:
+        """p̃(x_i) [γ] for the drafted tokens, or None for the exact rule."""
+        return None
+
+    def __call__(self, draft_tokens, draft_probs, target_probs, *, greedy, generator=None) -> Verdict:
+        if draft_tokens.numel() == 0:
+            relaxed = None
+        else:
+            relaxed = self.relax(draft_tokens, draft_probs, target_probs, greedy)
+        return verify(draft_tokens, draft_probs, target_probs, relaxed,
+                      greedy=greedy, generator=generator)
+
+
+class Greedy(AcceptanceRule):
+    """Exact match with the target's argmax (lossless under temperature 0)."""
+
+    def __call__(self, draft_tokens, draft_probs, target_probs, *, greedy, generator=None) -> Verdict:
+        if not greedy:
+            raise ValueError("acceptance=Greedy() needs temperature=0; use SpeculativeSampling() to sample")
+        return super().__call__(draft_tokens, draft_probs, target_probs, greedy=True)
+
+
+class SpeculativeSampling(AcceptanceRule):
+    """Leviathan/Chen speculative sampling: lossless at any temperature, top-k and top-p."""
+
+
+def _tolerated_boost(tolerated, draft_tokens, draft_probs, target_probs, greedy) -> torch.Tensor:
+    """p̃(x) that makes a tolerated token certain to pass (argmax under greedy, p̃ ≥ q otherwise)."""
+    gamma = draft_tokens.shape[0]
+    p_at_x = target_probs[:gamma].gather(1, draft_tokens[:, None]).squeeze(1)
+    if greedy:  # just above the best other token, so a tolerated token becomes the argmax
+        lift = target_probs[:gamma].scatter(1, draft_tokens[:, None], -1.0).amax(dim=-1) + 1e-6
+    else:
+        lift = _draft_probs_at_tokens(draft_tokens, draft_probs)
+    return torch.where(tolerated, torch.maximum(p_at_x, lift), p_at_x)
+
+
+@dataclass(frozen=True)
+class TypicalAcceptance(AcceptanceRule):
+    """Medusa's typical acceptance (lossy): x passes if p(x) > min(ε, δ·exp(−H(p))).
+
+    Tokens that fail the typicality test still get the exact test, so this only ever accepts more.
+    """
+
+    epsilon: float = 0.3
+    delta: float = 0.09
+    lossless: bool = field(default=False, init=False)
+
+    def relax(self, draft_tokens, draft_probs, target_probs, greedy):
+        p = target_probs[: draft_tokens.shape[0]]
+        entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(dim=-1)
+        threshold = torch.clamp(self.delta * torch.exp(-entropy), max=self.epsilon)
+        p_at_x = p.gather(1, draft_tokens[:, None]).squeeze(1)
+        return _tolerated_boost(p_at_x > threshold, draft_tokens, draft_probs, target_probs, greedy)
+
+
+@dataclass(frozen=True)
+class TopKTolerance(AcceptanceRule):
+    """Accept a drafted token that is among the target's k most likely (lossy; k=1 is exact greedy)."""
+
+    k: int = 3
+    lossless: bool = field(default=False, init=False)
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"TopKTolerance: k must be >= 1, got {self.k}")
+
+    def relax(self, draft_tokens, draft_probs, target_probs, greedy):
+        p = target_probs[: draft_tokens.shape[0]]
+        top = p.topk(min(self.k, p.shape[-1]), dim=-1).indices  # [γ, k]
+        tolerated = (top == draft_tokens[:, None]).any(dim=-1)
+        return _tolerated_boost(tolerated, draft_tokens, draft_probs, target_probs, greedy)
+
+
+class NeighborhoodRelaxation(AcceptanceRule):
+    """LANTERN: lend x the mass of its nearest neighbours in an embedding table, at most δ in total.
+
+    Neighbours n_1..n_k of each token are ranked by L2 distance between rows of ``embeddings`` [V, D]
+    (e.g. a VQ codebook). For a drafted x take the largest m with Σ_{i≤m} p(n_i) ≤ δ and set
+    p̃(x) = p(x) + Σ_{i≤m} p(n_i): the total-variation mass moved is at most δ. ``max_ratio`` (λ,
+    LANTERN++) caps p̃(x) ≤ λ·p(x). δ = 0 gives the exact rule's decisions.
+    """
+
+    lossless = False
+
+    def __init__(self, embeddings: torch.Tensor, k: int = 1000, delta: float = 0.1,
+                 max_ratio: float | None = None):
+        if embeddings.ndim != 2:
+            raise ValueError(f"NeighborhoodRelaxation: embeddings must be [V, D], got {tuple(embeddings.shape)}")
+        if k < 1:
+            raise ValueError(f"NeighborhoodRelaxation: k must be >= 1, got {k}")
+        if delta < 0:
+            raise ValueError(f"NeighborhoodRelaxation: delta must be >= 0, got {delta}")
+        self.k = min(k, embeddings.shape[0] - 1)
+        self.delta = float(delta)
+        self.max_ratio = max_ratio
+        self.neighbors = self.nearest_neighbors(embeddings.detach().float(), self.k)  # [V, k]
+
+    @staticmethod
+    def nearest_neighbors(embeddings: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+        """[V, D] -> [V, k] indices of each row's k nearest other rows by L2 distance."""
+        rows = []
+        for start in range(0, embeddings.shape[0], chunk):
+            dist = torch.cdist(embeddings[start:start + chunk], embeddings)  # [c, V]
+            idx = torch.arange(start, start + dist.shape[0])
+            dist[torch.arange(dist.shape[0]), idx] = float("inf")  # a token is not its own neighbour
+            rows.append(dist.topk(k, dim=-1, largest=False).indices)
+        return torch.cat(rows)
+
+    def relax(self, draft_tokens, draft_probs, target_probs, greedy):
+        gamma = draft_tokens.shape[0]
+        p = target_probs[:gamma]
+        if p.shape[-1] != self.neighbors.shape[0]:
+            raise ValueError(f"NeighborhoodRelaxation: embedding table has {self.neighbors.shape[0]} "
+                             f"rows but the target has {p.shape[-1]} tokens")
+        nbrs = self.neighbors.to(p.device)[draft_tokens]  # [γ, k]
+        cumulative = p.gather(1, nbrs).cumsum(dim=-1)  # [γ, k]
+        borrowed = torch.where(cumulative <= self.delta, cumulative, torch.zeros_like(cumulative)).amax(dim=-1)
+        p_at_x = p.gather(1, draft_tokens[:, None]).squeeze(1)
+        p_tilde = p_at_x + borrowed
+        if self.max_ratio is not None:
+            p_tilde = torch.minimum(p_tilde, self.max_ratio * p_at_x)
+        return p_tilde

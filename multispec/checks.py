@@ -1,0 +1,65 @@
+"""Argument checks for the public API: each bad input raises ValueError naming the argument."""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+
+
+def check_input_ids(input_ids, vocab_size: int) -> torch.Tensor:
+    """LongTensor [1, T] with ids in [0, vocab_size) -> the prompt as a 1-D tensor [T]."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise ValueError(f"input_ids must be a torch.LongTensor of shape [1, T], got {type(input_ids).__name__}")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must have shape [1, T], got {tuple(input_ids.shape)}")
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"input_ids has batch size {input_ids.shape[0]}; only batch size 1 is supported")
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids is empty: the prompt needs at least one token")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"input_ids contains token id {bad}, outside the target's vocabulary [0, {vocab_size})")
+    return input_ids[0].long()
+
+
+def check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, Integral) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, Real) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+
+
+def check_eos(eos_token_id, vocab_size: int) -> frozenset[int]:
+    if eos_token_id is None:
+        return frozenset()
+    ids = [eos_token_id] if isinstance(eos_token_id, Integral) else list(eos_token_id)
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, Integral) or not 0 <= i < vocab_size:
+            raise ValueError(f"eos_token_id must be token ids in [0, {vocab_size}), got {eos_token_id!r}")
+    return frozenset(int(i) for i in ids)
+
+
+def check_drafter(drafter, vocab_size: int) -> None:
+    if drafter is None:
+        return
+    for method in ("reset", "propose", "observe"):
+        if not callable(getattr(drafter, method, None)):
+            raise ValueError(f"drafter must implement reset/propose/observe; {type(drafter).__name__} lacks {method}()")
+    draft_vocab = getattr(drafter, "vocab_size", None)
+    if draft_vocab is not None and draft_vocab != vocab_size:
+        raise ValueError(f"drafter vocabulary mismatch: the drafter has {draft_vocab} tokens, the target "
+                         f"{vocab_size}; draft and target must share one tokenizer")
+
+
+def check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")

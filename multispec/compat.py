@@ -1,0 +1,47 @@
+"""Every difference between the supported transformers versions, in one place.
+
+Supported: transformers 5.17 up to the newest release tested (see pyproject.toml). Known differences:
+- the forward's cache argument is ``past_key_values`` up to 5.23 and ``cache`` from 5.24 on (5.24 warns
+  on the old name);
+- ``Cache.crop`` took a final length (positive int) in early 5.x and takes the number of tokens to remove
+  (negative int) later; a negative int means "remove that many" in every supported version, so that is
+  the only form used here;
+- sliding-window cache layers drop old states unless past recording is switched on, and must then be
+  cropped after every forward (``activate_past_recording`` exists in all supported versions).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+from transformers import DynamicCache
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_parameters(model_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """Name of the forward argument that takes the KV cache for this model class."""
+    return "cache" if "cache" in _forward_parameters(type(model)) else "past_key_values"
+
+
+def accepts_kwarg(model: torch.nn.Module, name: str) -> bool:
+    """Whether this model class's forward takes ``name`` (e.g. ``logits_to_keep``)."""
+    return name in _forward_parameters(type(model))
+
+
+def new_cache(model: torch.nn.Module) -> DynamicCache:
+    """A fresh dynamic cache that can be rolled back, also for sliding-window layers."""
+    cache = DynamicCache(config=model.config)
+    cache.activate_past_recording()
+    return cache
+
+
+def crop_cache(cache: DynamicCache, tokens_to_remove: int) -> None:
+    """Drop the newest ``tokens_to_remove`` positions (0 still trims sliding-window layers)."""
+    if tokens_to_remove < 0:
+        raise ValueError(f"tokens_to_remove must be >= 0, got {tokens_to_remove}")
+    cache.crop(-tokens_to_remove)

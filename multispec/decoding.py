@@ -1,0 +1,158 @@
+"""The decoding loop: draft → verify → accept → roll back, for any modality.
+
+``stream`` runs the loop and yields the accepted tokens step by step; ``generate`` wraps it.
+With ``drafter=None`` the same loop is plain autoregressive decoding (the baseline). The target's
+cache always holds every token but the newest, so each step feeds [newest token, x_1..x_γ] once and
+the accepted prefix is never re-run.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from . import checks
+from .acceptance import AcceptanceRule, Greedy, SpeculativeSampling
+from .drafters import Draft, Feedback
+from .lm import CachedLM, Verifier
+from .sampling import Sampling
+from .stats import DecodingStats
+
+
+@dataclass
+class Step:
+    tokens: torch.Tensor  # [n] tokens appended this step (accepted drafts + the target's token)
+    num_drafted: int
+    num_accepted: int
+    stats: DecodingStats  # running totals (the same object every step)
+
+
+@dataclass
+class GenerationResult:
+    sequences: torch.Tensor  # [1, T + new] prompt followed by the generated tokens
+    stats: DecodingStats
+
+
+def _as_verifier(target) -> Verifier:
+    if isinstance(target, Verifier) and not isinstance(target, torch.nn.Module):
+        return target
+    if isinstance(target, torch.nn.Module) and getattr(target, "training", False):
+        warnings.warn("target is in training mode (dropout active); call target.eval() for reproducible decoding",
+                      stacklevel=3)
+    return CachedLM(target)
+
+
+def stream(target, input_ids: torch.Tensor, *, drafter=None, acceptance: AcceptanceRule | None = None,
+           max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
+           top_p: float | None = None, eos_token_id=None,
+           generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Yield a :class:`Step` per target forward; see :func:`generate` for the arguments."""
+    checks.check_sampling(max_new_tokens, temperature, top_k, top_p)
+    checks.check_generator(generator)
+    verifier = _as_verifier(target)
+    prompt = checks.check_input_ids(input_ids, verifier.vocab_size)
+    eos = checks.check_eos(eos_token_id, verifier.vocab_size)
+    checks.check_drafter(drafter, verifier.vocab_size)
+    sampling = Sampling(float(temperature), top_k, top_p)
+    rule = acceptance or (Greedy() if sampling.greedy else SpeculativeSampling())
+    if not callable(rule):
+        raise ValueError(f"acceptance must be an acceptance rule, got {type(rule).__name__}")
+    return _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, generator)
+
+
+@torch.inference_mode()
+def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, generator) -> Iterator[Step]:
+    stats = DecodingStats()
+    start = time.perf_counter()
+    device = getattr(verifier, "device", prompt.device)
+    tokens = torch.empty(prompt.shape[0] + max_new_tokens, dtype=torch.long, device=device)
+    tokens[: prompt.shape[0]] = prompt
+    length = prompt.shape[0]  # tokens[:length] is the sequence so far
+
+    # 0. Prefill: cache every prompt token but the last.
+    verifier.reset()
+    if drafter is not None:
+        drafter.reset()
+    if length > 1:
+        verifier.forward(tokens[: length - 1])
+    stats.prefill_s = time.perf_counter() - start
+
+    while stats.new_tokens < max_new_tokens:
+        remaining = max_new_tokens - stats.new_tokens
+        # 1. Draft up to remaining − 1 tokens (the target adds one of its own).
+        t0 = time.perf_counter()
+        if drafter is not None and remaining > 1:
+            draft = drafter.propose(tokens[:length], remaining - 1, sampling, generator)
+        else:
+            draft = Draft(tokens.new_empty(0))
+        draft_tokens = draft.tokens.to(device)
+        gamma = draft_tokens.shape[0]
+        t1 = time.perf_counter()
+
+        # 2. Verify: one target forward over [newest token, x_1..x_γ] -> p [γ+1, V].
+        logits = verifier.forward(torch.cat([tokens[length - 1: length], draft_tokens]))
+        p = sampling.probs(logits)
+        q = None if draft.probs is None else draft.probs.to(device)
+        verdict = rule(draft_tokens, q, p, greedy=sampling.greedy, generator=generator)
+
+        # 3. Accept the verified prefix and the target's own token; stop after eos.
+        accepted = draft_tokens[: verdict.num_accepted].tolist() + [verdict.next_token]
+        for i, token in enumerate(accepted):
+            if token in eos:
+                accepted = accepted[: i + 1]
+                break
+        n_new = len(accepted)
+        tokens[length: length + n_new] = torch.tensor(accepted, device=device)
+
+        # 4. Roll back: keep the cache for the sequence up to (not including) its newest token.
+        verifier.rollback(length + verdict.num_accepted)
+        length += n_new
+        if drafter is not None:
+            drafter.observe(Feedback(gamma, verdict.num_accepted, p))
+        t2 = time.perf_counter()
+
+        kept_drafts = min(verdict.num_accepted, n_new)
+        stats.steps += 1
+        stats.new_tokens += n_new
+        stats.drafted += gamma
+        stats.accepted += kept_drafts
+        stats.accepted_per_step.append(kept_drafts)
+        stats.moved_mass += verdict.moved_mass
+        stats.draft_s += t1 - t0
+        stats.verify_s += t2 - t1
+        stats.wall_s = time.perf_counter() - start
+        yield Step(tokens[length - n_new: length], gamma, kept_drafts, stats)
+        if accepted[-1] in eos:
+            break
+
+
+def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: AcceptanceRule | None = None,
+             max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None, eos_token_id=None,
+             generator: torch.Generator | None = None) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` tokens after ``input_ids`` [1, T] with draft-then-verify decoding.
+
+    Args:
+        target: a transformers causal LM (forward returns ``.logits``) or a :class:`~multispec.lm.Verifier`.
+        drafter: a drafter from :mod:`multispec.drafters`; None decodes plainly through the same loop.
+        acceptance: a rule from :mod:`multispec.acceptance`; None picks the exact one (``Greedy`` when
+            ``temperature == 0``, ``SpeculativeSampling`` otherwise).
+        temperature, top_k, top_p: Hugging Face semantics and order, applied to target and draft alike.
+        eos_token_id: int or ids that end generation (included in the output); None never stops early.
+        generator: the source of randomness for sampling and acceptance.
+    Returns:
+        GenerationResult with ``sequences`` [1, T + new] and ``stats`` (:class:`DecodingStats`).
+    """
+    steps = stream(target, input_ids, drafter=drafter, acceptance=acceptance, max_new_tokens=max_new_tokens,
+                   temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
+                   generator=generator)
+    prompt = input_ids[0].long()
+    pieces, stats = [], None
+    for step in steps:
+        pieces.append(step.tokens.clone())
+        stats = step.stats
+    sequences = torch.cat([prompt.to(pieces[0].device), *pieces])[None]
+    return GenerationResult(sequences, stats)

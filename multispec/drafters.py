@@ -1,0 +1,194 @@
+"""Drafters: small objects that propose the next γ tokens, and learn how many were accepted.
+
+Interface (every drafting method and every modality implements it):
+- ``reset()`` before a new sequence;
+- ``propose(tokens, max_tokens, sampling, generator) -> Draft``: up to ``max_tokens`` tokens that
+  follow ``tokens`` [T], with their draft distribution q [γ, V] when the drafter has one;
+- ``observe(feedback)``: how many of the last draft were accepted (drives the adaptive length).
+
+Draft length γ: fixed, or adaptive (the default): start at ``num_draft_tokens``; after a fully
+accepted draft γ += 2, after any rejection γ −= 1, kept within [1, max_draft_tokens]. This is the
+rule Hugging Face's assisted generation uses; it grows γ while the drafter is right.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from .lm import CachedLM, output_vocab_size
+from .sampling import Sampling
+
+
+@dataclass
+class Draft:
+    tokens: torch.Tensor  # [γ] int64
+    probs: torch.Tensor | None = None  # [γ, V] q; None = deterministic (a point mass on each token)
+
+
+@dataclass
+class Feedback:
+    num_drafted: int
+    num_accepted: int
+    target_probs: torch.Tensor | None = None  # [γ+1, V] p at the verified positions
+
+
+class DraftLength:
+    """γ policy: fixed, or adaptive (+2 after a full accept, −1 after a rejection)."""
+
+    def __init__(self, initial: int = 4, adaptive: bool = True, maximum: int = 16):
+        if initial < 1 or maximum < initial:
+            raise ValueError(f"draft length needs 1 <= num_draft_tokens <= max_draft_tokens, "
+                             f"got {initial} and {maximum}")
+        self.initial, self.adaptive, self.maximum = initial, adaptive, maximum
+        self.current = initial
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+    def update(self, feedback: Feedback) -> None:
+        if not self.adaptive or feedback.num_drafted == 0:
+            return
+        if feedback.num_accepted == feedback.num_drafted:
+            self.current = min(self.maximum, self.current + 2)
+        else:
+            self.current = max(1, self.current - 1)
+
+
+class Drafter:
+    """Base class holding the draft-length policy. ``vocab_size`` is None for model-free drafters."""
+
+    vocab_size: int | None = None
+
+    def __init__(self, num_draft_tokens: int = 4, adaptive: bool = True, max_draft_tokens: int = 16):
+        self.length = DraftLength(num_draft_tokens, adaptive, max_draft_tokens)
+
+    def reset(self) -> None:
+        self.length.reset()
+
+    def propose(self, tokens: torch.Tensor, max_tokens: int, sampling: Sampling,
+                generator: torch.Generator | None) -> Draft:
+        raise NotImplementedError
+
+    def observe(self, feedback: Feedback) -> None:
+        self.length.update(feedback)
+
+
+def _empty(device) -> Draft:
+    return Draft(torch.empty(0, dtype=torch.long, device=device))
+
+
+class DraftModel(Drafter):
+    """An independent smaller causal LM with the target's vocabulary; keeps and rolls back its own cache."""
+
+    def __init__(self, model: torch.nn.Module, num_draft_tokens: int = 4, adaptive: bool = True,
+                 max_draft_tokens: int = 16):
+        super().__init__(num_draft_tokens, adaptive, max_draft_tokens)
+        self.lm = CachedLM(model)
+        self.vocab_size = self.lm.vocab_size
+        self._cached = torch.empty(0, dtype=torch.long)  # token ids behind the draft cache
+
+    def reset(self) -> None:
+        super().reset()
+        self.lm.reset()
+        self._cached = torch.empty(0, dtype=torch.long, device=self.lm.device)
+
+    def _sync(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Roll the cache back to the longest prefix it shares with ``tokens``; return the last logits."""
+        n = min(self._cached.shape[0], tokens.shape[0] - 1)
+        if n:
+            differs = (self._cached[:n] != tokens[:n]).nonzero()
+            if differs.numel():
+                n = int(differs[0, 0])
+        self.lm.rollback(n)
+        return self.lm.forward(tokens[n:], last_only=True)[-1]
+
+    def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
+        gamma = min(self.length.current, max_tokens)
+        if gamma <= 0:
+            return _empty(tokens.device)
+        tokens = tokens.to(self.lm.device)
+        logits = self._sync(tokens)
+        drafted, probs = [], []
+        for i in range(gamma):
+            q = sampling.probs(logits[None])  # [1, V]
+            token = sampling.pick(q, generator)  # [1]
+            drafted.append(token)
+            probs.append(q)
+            if i + 1 < gamma:
+                logits = self.lm.forward(token)[-1]
+        draft = torch.cat(drafted)
+        self._cached = torch.cat([tokens, draft[:-1]])
+        return Draft(draft, torch.cat(probs))
+
+
+class PromptLookup(Drafter):
+    """N-gram match over prompt + generated tokens (prompt lookup decoding); no model, q is a point mass.
+
+    Finds the most recent earlier occurrence of the last n tokens (n = max_ngram down to min_ngram)
+    and proposes the tokens that followed it.
+    """
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1, num_draft_tokens: int = 8,
+                 adaptive: bool = True, max_draft_tokens: int = 16):
+        if not 1 <= min_ngram <= max_ngram:
+            raise ValueError(f"PromptLookup needs 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
+        super().__init__(num_draft_tokens, adaptive, max_draft_tokens)
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+
+    def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
+        gamma = min(self.length.current, max_tokens)
+        total = tokens.shape[0]
+        for n in range(min(self.max_ngram, total - 1), self.min_ngram - 1, -1):
+            if gamma <= 0:
+                break
+            windows = tokens[:-1].unfold(0, n, 1)  # [total - n, n]: every earlier n-gram
+            hits = (windows == tokens[-n:]).all(dim=-1).nonzero()
+            if hits.numel():
+                start = int(hits[-1, 0]) + n
+                return Draft(tokens[start:start + gamma].clone())
+        return _empty(tokens.device)
+
+
+def _truncated_view(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:
+    """A model object sharing the target's parameters that runs only its first ``num_layers`` layers."""
+    if hasattr(target, "model") and hasattr(target.model, "layers") and hasattr(target.model, "norm"):
+        body_name, layers_name = "model", "layers"  # Llama family: Llama, Mistral, Qwen2, Phi-3, Gemma...
+    elif hasattr(target, "transformer") and hasattr(target.transformer, "h") and hasattr(target.transformer, "ln_f"):
+        body_name, layers_name = "transformer", "h"  # GPT-2
+    else:
+        raise ValueError(
+            f"LayerSkip supports the Llama family (model.layers + model.norm) and GPT-2 "
+            f"(transformer.h + transformer.ln_f); {type(target).__name__} is neither"
+        )
+    body = getattr(target, body_name)
+    total = len(getattr(body, layers_name))
+    if not 1 <= num_layers < total:
+        raise ValueError(f"LayerSkip: num_layers must be in [1, {total - 1}] for a {total}-layer target, "
+                         f"got {num_layers}")
+    config = copy.deepcopy(target.config)
+    config.num_hidden_layers = num_layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = list(config.layer_types[:num_layers])
+    view_body = copy.copy(body)  # shallow: shares every submodule and parameter with the target
+    view_body._modules = dict(body._modules)
+    view_body._modules[layers_name] = torch.nn.ModuleList(list(getattr(body, layers_name))[:num_layers])
+    view_body.config = config
+    view = copy.copy(target)
+    view._modules = dict(target._modules)
+    view._modules[body_name] = view_body
+    view.config = config
+    return view
+
+
+class LayerSkip(DraftModel):
+    """Self-speculation: the target's first ``num_layers`` layers with its own final norm and LM head.
+
+    Shares the target's weights (no copy); keeps its own cache for those layers.
+    """
+
+    def __init__(self, target: torch.nn.Module, num_layers: int, num_draft_tokens: int = 4,
+                 adaptive: bool = True, max_draft_tokens: int = 16):
+        super().__init__(_truncated_view(target, num_layers), num_draft_tokens, adaptive, max_draft_tokens)
+        self.vocab_size = output_vocab_size(target)

@@ -1,0 +1,71 @@
+"""Tiny random Hugging Face models shared by the tests (CPU, deterministic, built once per session)."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+torch.set_num_threads(1)  # tiny ops: a second thread only adds synchronisation cost
+VOCAB = 96
+
+
+def _config(arch: str, layers: int = 4, hidden: int = 32, seed_vocab: int = VOCAB):
+    common = dict(vocab_size=seed_vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                  num_attention_heads=4, max_position_embeddings=256, tie_word_embeddings=False)
+    if arch == "llama":
+        return transformers.LlamaConfig(num_key_value_heads=2, **common)
+    if arch == "mistral":  # sliding window far shorter than the sequences the tests decode
+        return transformers.MistralConfig(num_key_value_heads=2, sliding_window=8, **common)
+    if arch == "qwen2":
+        return transformers.Qwen2Config(num_key_value_heads=1, **common)
+    if arch == "phi3":
+        return transformers.Phi3Config(num_key_value_heads=2, pad_token_id=0, **common)
+    if arch == "gemma":
+        return transformers.GemmaConfig(num_key_value_heads=1, head_dim=8, **common)
+    if arch == "gpt2":
+        return transformers.GPT2Config(vocab_size=seed_vocab, n_embd=hidden, n_layer=layers, n_head=4, n_positions=256,
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False)
+    raise KeyError(arch)
+
+
+ARCHS = ["llama", "mistral", "qwen2", "phi3", "gemma", "gpt2"]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(arch: str, layers: int = 2, hidden: int = 32, seed: int = 0, sharpen: float = 8.0,
+               vocab: int = VOCAB):
+    """A random model whose LM head is scaled up so that its distributions are far from uniform."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_config(arch, layers, hidden, vocab))
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(sharpen)
+    return model.eval()
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request):
+    return request.param
+
+
+def prompts(n: int = 20, seed: int = 1, vocab: int = VOCAB):
+    """n prompts of varied length (1..24 tokens) with repeats, so that n-gram lookup finds matches."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        length = 1 + int(torch.randint(0, 24, (1,), generator=g))
+        base = torch.randint(0, vocab, (max(1, length // 2),), generator=g)
+        out.append(torch.cat([base, base])[:length][None])
+    return out
+
+
+def hf_greedy(model, input_ids, max_new_tokens, eos_token_id=None):
+    """Hugging Face's own greedy decoding (the reference)."""
+    kwargs = dict(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=0,
+                  eos_token_id=eos_token_id, attention_mask=torch.ones_like(input_ids))
+    if eos_token_id is None:
+        kwargs["min_new_tokens"] = max_new_tokens
+    with torch.no_grad():
+        return model.generate(input_ids, **kwargs)
