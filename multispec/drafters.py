@@ -171,15 +171,22 @@ def _truncated_view(target: torch.nn.Module, num_layers: int) -> torch.nn.Module
     config.num_hidden_layers = num_layers
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = list(config.layer_types[:num_layers])
-    view_body = copy.copy(body)  # shallow: shares every submodule and parameter with the target
-    view_body._modules = dict(body._modules)
+    view_body = _shallow_module_copy(body)
     view_body._modules[layers_name] = torch.nn.ModuleList(list(getattr(body, layers_name))[:num_layers])
     view_body.config = config
-    view = copy.copy(target)
-    view._modules = dict(target._modules)
+    view = _shallow_module_copy(target)
     view._modules[body_name] = view_body
     view.config = config
     return view
+
+
+def _shallow_module_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A new module object sharing submodules and parameters, with its own registries and hook tables."""
+    clone = copy.copy(module)
+    for name, value in vars(module).items():
+        if isinstance(value, dict):
+            clone.__dict__[name] = type(value)(value)
+    return clone
 
 
 class LayerSkip(DraftModel):

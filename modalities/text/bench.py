@@ -1,0 +1,195 @@
+"""Text benchmark: plain decoding, every multispec drafter and Hugging Face's own speculative methods
+on the same models and prompts, in one run, with the method order rotated per prompt.
+
+Reported per method: tokens/s, speedup over plain (total plain time / total method time for the
+same number of new tokens), τ (new tokens per target forward), acceptance rate, whether every output
+equals plain greedy, and efficiency = speedup / (τ / (1 + f·c)), where f is draft forwards per target
+forward and c the measured draft/target single-step cost ratio (so 1.0 means no overhead beyond the
+ideal). For Hugging Face methods τ counts all target forwards (its prefill also emits a token).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm import tqdm
+
+import multispec
+from multispec.lm import CachedLM
+
+from .generation import encode_prompt, make_drafter
+
+ALL_METHODS = ("plain", "hf-plain", "draft", "hf-assisted", "lookup", "hf-lookup", "layerskip")
+
+
+@dataclass
+class MethodResult:
+    name: str
+    seconds: float = 0.0
+    new_tokens: int = 0
+    target_forwards: int = 0
+    draft_forwards: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    identical: int = 0
+    runs: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def row(self, plain: "MethodResult", step_cost_ratio: float) -> dict:
+        tau = self.new_tokens / self.target_forwards if self.target_forwards else 0.0
+        speedup = plain.seconds / self.seconds if self.seconds else 0.0
+        f = self.draft_forwards / self.target_forwards if self.target_forwards else 0.0
+        ideal = tau / (1 + f * step_cost_ratio) if tau else 0.0
+        return {
+            "method": self.name, "tokens_per_s": self.new_tokens / self.seconds if self.seconds else 0.0,
+            "speedup": speedup, "tau": tau,
+            "acceptance_rate": self.accepted / self.drafted if self.drafted else None,
+            "gamma": self.drafted / self.target_forwards if self.drafted and self.target_forwards else None,
+            "draft_forwards_per_step": f, "step_cost_ratio": step_cost_ratio,
+            "efficiency": speedup / ideal if ideal else None,
+            "identical_to_plain": f"{self.identical}/{self.runs}", "seconds": self.seconds,
+            "new_tokens": self.new_tokens,
+        }
+
+
+class ForwardCounter:
+    """Counts forward calls of a module (a hook; removed on exit)."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, 0
+
+    def __enter__(self):
+        self.handle = self.module.register_forward_hook(lambda *_: self._tick())
+        return self
+
+    def _tick(self):
+        self.calls += 1
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def single_step_seconds(model, context: int = 64, repeats: int = 30) -> float:
+    """Median time of one KV-cached single-token forward after ``context`` tokens."""
+    lm = CachedLM(model)
+    ids = torch.randint(0, lm.vocab_size, (context + 1,), generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.inference_mode():
+        lm.forward(ids[:context])
+        for _ in range(repeats + 3):
+            start = time.perf_counter()
+            lm.forward(ids[context:])
+            times.append(time.perf_counter() - start)
+            lm.rollback(context)
+    return statistics.median(times[3:])
+
+
+def _run_multispec(target, drafter, ids, max_new_tokens):
+    out = multispec.generate(target, ids, drafter=drafter, max_new_tokens=max_new_tokens)
+    return out.sequences, out.stats.steps, out.stats.drafted, out.stats.accepted
+
+
+def _run_hf(target, ids, max_new_tokens, **kwargs):
+    with torch.inference_mode():
+        seq = target.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
+                              min_new_tokens=max_new_tokens, pad_token_id=0, **kwargs)
+    return seq, None, 0, 0
+
+
+def run_bench(target, draft, tokenizer, prompts: list[str], methods=ALL_METHODS, max_new_tokens: int = 64,
+              layerskip_layers: int | None = None, lookup_tokens: int = 10, progress: bool = True) -> dict:
+    """Run every method on every prompt (order rotated per prompt) and return the report dict."""
+    methods = [m for m in methods if draft is not None or m not in ("draft", "hf-assisted")]
+    drafters = {m: make_drafter(m, target, draft, layerskip_layers) for m in ("draft", "lookup", "layerskip")
+                if m in methods}
+    runners = {
+        "plain": lambda ids: _run_multispec(target, None, ids, max_new_tokens),
+        "hf-plain": lambda ids: _run_hf(target, ids, max_new_tokens),
+        "hf-assisted": lambda ids: _run_hf(target, ids, max_new_tokens, assistant_model=draft),
+        "hf-lookup": lambda ids: _run_hf(target, ids, max_new_tokens, prompt_lookup_num_tokens=lookup_tokens),
+    }
+    for name, drafter in drafters.items():
+        runners[name] = lambda ids, d=drafter: _run_multispec(target, d, ids, max_new_tokens)
+    draft_module = {"draft": draft, "hf-assisted": draft}
+    if "layerskip" in drafters:
+        draft_module["layerskip"] = drafters["layerskip"].lm.model
+
+    encoded = [encode_prompt(p, tokenizer, chat=False) for p in prompts]
+    for name in methods:  # warm-up
+        runners[name](encoded[0][:, :8])
+    t_target = single_step_seconds(target)
+    cost = {m: single_step_seconds(module) / t_target for m, module in draft_module.items() if module is not None}
+
+    results = {m: MethodResult(m) for m in methods}
+    bar = tqdm(total=len(encoded) * len(methods), desc="bench text", disable=not progress)
+    for i, ids in enumerate(encoded):
+        order = methods[i % len(methods):] + methods[: i % len(methods)]
+        reference = None
+        outputs = {}
+        for name in order:
+            module = draft_module.get(name)
+            with ForwardCounter(target) as t_count, ForwardCounter(module or torch.nn.Identity()) as d_count:
+                start = time.perf_counter()
+                seq, steps, drafted, accepted = runners[name](ids)
+                seconds = time.perf_counter() - start
+            r = results[name]
+            r.seconds += seconds
+            r.new_tokens += seq.shape[1] - ids.shape[1]
+            r.target_forwards += steps if steps is not None else t_count.calls
+            r.draft_forwards += d_count.calls
+            r.drafted += drafted
+            r.accepted += accepted
+            r.runs += 1
+            outputs[name] = seq
+            bar.update(1)
+        reference = outputs.get("plain")
+        for name, seq in outputs.items():
+            results[name].identical += int(reference is not None and torch.equal(seq, reference))
+    bar.close()
+    plain = results.get("plain") or next(iter(results.values()))
+    rows = [results[m].row(plain, cost.get(m, 0.0)) for m in methods]
+    return {"max_new_tokens": max_new_tokens, "prompts": len(prompts), "threads": torch.get_num_threads(),
+            "target_step_s": t_target, "rows": rows}
+
+
+def markdown_table(report: dict) -> str:
+    def fmt(value, spec):
+        return "—" if value is None else format(value, spec)
+    lines = ["| method | tok/s | speedup | τ | acceptance | γ | c | efficiency | = plain |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x | {r['tau']:.2f} | "
+                     f"{fmt(r['acceptance_rate'], '.1%')} | {fmt(r['gamma'], '.2f')} | {r['step_cost_ratio']:.3f} | "
+                     f"{fmt(r['efficiency'], '.2f')} | {r['identical_to_plain']} |")
+    return "\n".join(lines)
+
+
+def load_prompts(path, limit: int | None = None) -> list[str]:
+    """Prompts from .jsonl ({"prompt": ...} or Spec-Bench {"turns": [...]}) or .txt (one per line)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"--prompts: {path} does not exist")
+    prompts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            record = json.loads(line)
+            prompts.append(record["prompt"] if "prompt" in record else record["turns"][0])
+        else:
+            prompts.append(line.replace("\\n", "\n"))
+    if not prompts:
+        raise ValueError(f"--prompts: {path} holds no prompts")
+    return prompts[:limit] if limit else prompts
+
+
+def save_report(report: dict, directory) -> pathlib.Path:
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bench_text.json").write_text(json.dumps(report, indent=2))
+    (directory / "bench_text.md").write_text(markdown_table(report) + "\n")
+    return directory

@@ -1,0 +1,104 @@
+"""`multispec text` and `multispec bench text`: thin argparse layers over the text adapter."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from . import bench
+from .generation import METHODS, make_drafter, stream_text
+from .loading import load_pair
+
+
+def default_paths():
+    """(target, draft) folders of the bundled text models, or an error naming what to pass instead."""
+    try:
+        from models import zoo
+        return zoo.path("text-target"), zoo.path("text-draft")
+    except (ImportError, AttributeError, KeyError, FileNotFoundError) as error:
+        raise ValueError("no bundled text models are installed yet: pass --target PATH (and --draft PATH); "
+                         "`python -m models.tiny_random DIR` writes a tiny random pair") from error
+
+
+def _resolve(args):
+    if args.target is None:
+        target_path, draft_path = default_paths()
+        return target_path, args.draft or draft_path
+    return args.target, args.draft
+
+
+def run_text(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target_path, draft_path = _resolve(args)
+    need_draft = args.method == "draft"
+    target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None)
+    drafter = make_drafter(args.method, target, draft, args.layerskip_layers)
+    generator = torch.Generator(device=target.device).manual_seed(args.seed) if args.seed is not None else None
+    stream = stream_text(args.prompt, target, tokenizer, drafter, max_new_tokens=args.max_new_tokens,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator,
+                         chat=args.chat)
+    sys.stdout.write(args.prompt)
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    stats = stream.stats
+    print(f"\n[{args.method}] {stats.summary()}", file=sys.stderr)
+    return 0
+
+
+def run_bench(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target_path, draft_path = _resolve(args)
+    target, draft, tokenizer = load_pair(target_path, draft_path)
+    prompts = bench.load_prompts(args.prompts, args.num_prompts) if args.prompts else default_prompts()
+    started = time.time()
+    report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods,
+                             max_new_tokens=args.max_new_tokens, layerskip_layers=args.layerskip_layers)
+    report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started)
+    print(bench.markdown_table(report))
+    print(f"saved to {bench.save_report(report, args.out)}", file=sys.stderr)
+    return 0
+
+
+def default_prompts():
+    try:
+        from models import zoo
+        return bench.load_prompts(zoo.text_prompts_path())
+    except (ImportError, AttributeError, FileNotFoundError) as error:
+        raise ValueError("no bundled prompt file yet: pass --prompts FILE") from error
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", help="target model folder (save_pretrained; default: bundled text-target)")
+    parser.add_argument("--draft", help="draft model folder sharing the target's tokenizer")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--layerskip-layers", type=int, help="layers the layerskip drafter keeps (default L/4)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def register(subparsers) -> None:
+    text = subparsers.add_parser("text", help="generate text with speculative decoding")
+    text.add_argument("prompt")
+    _common(text)
+    text.add_argument("--method", choices=METHODS, default="draft")
+    text.add_argument("--temperature", type=float, default=0.0)
+    text.add_argument("--top-k", type=int)
+    text.add_argument("--top-p", type=float)
+    text.add_argument("--seed", type=int)
+    text.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                      help="use the tokenizer's chat template (default: when it has one)")
+    text.set_defaults(run=run_text)
+
+
+def register_bench(subparsers) -> None:
+    parser = subparsers.add_parser("text", help="benchmark text methods against plain decoding and HF peers")
+    _common(parser)
+    parser.add_argument("--prompts", help=".jsonl ({prompt} or Spec-Bench {turns}) or .txt, one per line")
+    parser.add_argument("--num-prompts", type=int, help="use the first N prompts")
+    parser.add_argument("--methods", nargs="+", choices=bench.ALL_METHODS, default=list(bench.ALL_METHODS))
+    parser.add_argument("--out", default="runs/bench", help="folder for bench_text.json and bench_text.md")
+    parser.set_defaults(run=run_bench)

@@ -1,0 +1,98 @@
+"""Text adapter: generation, streaming, loading errors, the CLI and the benchmark on a tiny random pair."""
+import json
+
+import pytest
+import torch
+
+import multispec
+from modalities.text import generate_text, load_pair, make_drafter, stream_text
+from modalities.text.bench import load_prompts, run_bench
+from multispec.cli import main
+
+from conftest import hf_greedy
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from models.tiny_random import save_pair
+    return save_pair(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def loaded(pair):
+    return load_pair(pair["target"], pair["draft"])
+
+
+@pytest.mark.parametrize("method", ["plain", "draft", "lookup", "layerskip"])
+def test_generate_text_matches_hf_greedy(loaded, method):
+    target, draft, tokenizer = loaded
+    prompt = "def parse(text):\n    return text.split("
+    text, stats = generate_text(prompt, target, tokenizer, make_drafter(method, target, draft), max_new_tokens=20,
+                                stop_at_eos=False)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    ref = hf_greedy(target, ids, 20)[0, ids.shape[1]:]
+    assert text == tokenizer.decode(ref, skip_special_tokens=True)
+    assert stats.new_tokens == 20
+
+
+def test_stream_pieces_join_to_the_text(loaded):
+    target, draft, tokenizer = loaded
+    stream = stream_text("import os\n", target, tokenizer, make_drafter("draft", target, draft), max_new_tokens=24,
+                         stop_at_eos=False)
+    pieces = list(stream)
+    assert "".join(pieces) == tokenizer.decode(stream.token_ids, skip_special_tokens=True)
+    assert stream.stats.new_tokens == 24 and len(pieces) >= 1
+
+
+def test_chat_template_is_used_when_present(loaded):
+    target, _, tokenizer = loaded
+    tokenizer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    tokenizer.chat_template = "{% for m in messages %}<{{ m['content'] }}>{% endfor %}"
+    from modalities.text import encode_prompt
+    assert tokenizer.decode(encode_prompt("hi", tokenizer)[0]) == "<hi>"
+    assert tokenizer.decode(encode_prompt("hi", tokenizer, chat=False)[0]) == "hi"
+
+
+def test_loading_errors(pair, tmp_path):
+    with pytest.raises(ValueError, match="not a directory"):
+        load_pair(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        load_pair(tmp_path / "empty")
+    with pytest.raises(ValueError, match="prompt must be"):
+        generate_text("", *[load_pair(pair["target"])[i] for i in (0, 2)])
+
+
+def test_mismatched_tokenizers_are_refused(pair, tmp_path):
+    from models.tiny_random import build_tokenizer
+    other = tmp_path / "draft"
+    target, _, _ = load_pair(pair["draft"])
+    target.save_pretrained(other)
+    build_tokenizer(vocab_size=400).save_pretrained(other)
+    with pytest.raises(ValueError, match="draft tokenizer differs"):
+        load_pair(pair["target"], other)
+
+
+def test_cli_streams_text_and_stats(pair, capsys):
+    code = main(["text", "def f(", "--target", str(pair["target"]), "--draft", str(pair["draft"]),
+                 "--method", "draft", "--max-new-tokens", "8", "--temperature", "0.8", "--top-p", "0.9",
+                 "--seed", "3"])
+    out = capsys.readouterr()
+    assert code == 0 and out.out.startswith("def f(") and "τ=" in out.err and "tok/s" in out.err
+
+
+def test_cli_reports_bad_paths(tmp_path, capsys):
+    assert main(["text", "x", "--target", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_bench_reports_every_method(loaded, tmp_path):
+    target, draft, tokenizer = loaded
+    prompts_file = tmp_path / "p.jsonl"
+    prompts_file.write_text('{"prompt": "def f(x):"}\n{"turns": ["Tell me a story."]}\n')
+    report = run_bench(target, draft, tokenizer, load_prompts(prompts_file), max_new_tokens=12, progress=False)
+    rows = {r["method"]: r for r in report["rows"]}
+    assert set(rows) == {"plain", "hf-plain", "draft", "hf-assisted", "lookup", "hf-lookup", "layerskip"}
+    for row in rows.values():  # greedy everywhere: every method reproduces plain decoding
+        assert row["identical_to_plain"] == "2/2" and row["new_tokens"] == 24 and row["tau"] >= 1.0
+    assert rows["plain"]["speedup"] == 1.0 and json.dumps(report)
