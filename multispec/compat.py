@@ -6,8 +6,9 @@ Supported: transformers 5.17 up to the newest release tested (see pyproject.toml
 - ``Cache.crop`` took a final length (positive int) in early 5.x and takes the number of tokens to remove
   (negative int) later; a negative int means "remove that many" in every supported version, so that is
   the only form used here;
-- sliding-window cache layers drop old states unless past recording is switched on, and must then be
-  cropped after every forward (``activate_past_recording`` exists in all supported versions).
+- sliding-window cache layers drop old states unless past recording is switched on, and 5.17's
+  recording layers misbehave across consecutive forwards; so caches here keep every position (see
+  :func:`new_cache`).
 """
 from __future__ import annotations
 
@@ -34,10 +35,14 @@ def accepts_kwarg(model: torch.nn.Module, name: str) -> bool:
 
 
 def new_cache(model: torch.nn.Module) -> DynamicCache:
-    """A fresh dynamic cache that can be rolled back, also for sliding-window layers."""
-    cache = DynamicCache(config=model.config)
-    cache.activate_past_recording()
-    return cache
+    """A fresh dynamic cache whose every layer keeps all positions, so any step can be rolled back.
+
+    Built without the model config on purpose: with a config, sliding-window layers drop old states
+    (5.17 keeps them only with past recording on, and then returns over-long states when several
+    forwards run without a crop in between, as a drafter does). Full layers with the model's own
+    sliding-window attention mask give the same logits in every supported version.
+    """
+    return DynamicCache()
 
 
 def crop_cache(cache: DynamicCache, tokens_to_remove: int) -> None:

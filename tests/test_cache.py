@@ -74,3 +74,9 @@ def test_rollback_rejects_impossible_lengths():
     lm.forward(torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="roll back"):
         lm.rollback(5)
+
+
+def test_forward_uses_this_versions_cache_argument(recwarn):
+    """No deprecation warning about the cache argument's name (it moved in transformers 5.24)."""
+    multispec.generate(tiny_model("llama"), prompts(1)[0], drafter=DraftModel(tiny_model("llama")), max_new_tokens=5)
+    assert not [w for w in recwarn if "past_key_values" in str(w.message)]
