@@ -7,8 +7,9 @@ Interface (every drafting method and every modality implements it):
 - ``observe(feedback)``: how many of the last draft were accepted (drives the adaptive length).
 
 Draft length γ: fixed, or adaptive (the default): start at ``num_draft_tokens``; after a fully
-accepted draft γ += 2, after any rejection γ −= 1, kept within [1, max_draft_tokens]. This is the
-rule Hugging Face's assisted generation uses; it grows γ while the drafter is right.
+accepted draft γ += 2, after any rejection γ −= 1, kept within [min_draft_tokens, max_draft_tokens].
+This is the rule Hugging Face's assisted generation uses; it grows γ while the drafter is right.
+Model-free drafters draft for free, so ``PromptLookup`` keeps a higher floor (4).
 """
 from __future__ import annotations
 
@@ -37,11 +38,11 @@ class Feedback:
 class DraftLength:
     """γ policy: fixed, or adaptive (+2 after a full accept, −1 after a rejection)."""
 
-    def __init__(self, initial: int = 4, adaptive: bool = True, maximum: int = 16):
-        if initial < 1 or maximum < initial:
-            raise ValueError(f"draft length needs 1 <= num_draft_tokens <= max_draft_tokens, "
-                             f"got {initial} and {maximum}")
-        self.initial, self.adaptive, self.maximum = initial, adaptive, maximum
+    def __init__(self, initial: int = 4, adaptive: bool = True, maximum: int = 16, minimum: int = 1):
+        if not 1 <= minimum <= initial <= maximum:
+            raise ValueError(f"draft length needs 1 <= min_draft_tokens <= num_draft_tokens <= max_draft_tokens, "
+                             f"got {minimum}, {initial} and {maximum}")
+        self.initial, self.adaptive, self.maximum, self.minimum = initial, adaptive, maximum, minimum
         self.current = initial
 
     def reset(self) -> None:
@@ -53,7 +54,7 @@ class DraftLength:
         if feedback.num_accepted == feedback.num_drafted:
             self.current = min(self.maximum, self.current + 2)
         else:
-            self.current = max(1, self.current - 1)
+            self.current = max(self.minimum, self.current - 1)
 
 
 class Drafter:
@@ -61,8 +62,9 @@ class Drafter:
 
     vocab_size: int | None = None
 
-    def __init__(self, num_draft_tokens: int = 4, adaptive: bool = True, max_draft_tokens: int = 16):
-        self.length = DraftLength(num_draft_tokens, adaptive, max_draft_tokens)
+    def __init__(self, num_draft_tokens: int = 4, adaptive: bool = True, max_draft_tokens: int = 16,
+                 min_draft_tokens: int = 1):
+        self.length = DraftLength(num_draft_tokens, adaptive, max_draft_tokens, min_draft_tokens)
 
     def reset(self) -> None:
         self.length.reset()
@@ -126,15 +128,16 @@ class DraftModel(Drafter):
 class PromptLookup(Drafter):
     """N-gram match over prompt + generated tokens (prompt lookup decoding); no model, q is a point mass.
 
-    Finds the most recent earlier occurrence of the last n tokens (n = max_ngram down to min_ngram)
-    and proposes the tokens that followed it.
+    Finds an earlier occurrence of the last n tokens (n = max_ngram down to min_ngram) and proposes
+    the tokens that followed it: the most recent occurrence followed by γ tokens, else the earliest
+    (the longest continuation).
     """
 
-    def __init__(self, max_ngram: int = 3, min_ngram: int = 1, num_draft_tokens: int = 8,
-                 adaptive: bool = True, max_draft_tokens: int = 16):
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1, num_draft_tokens: int = 10,
+                 adaptive: bool = True, max_draft_tokens: int = 16, min_draft_tokens: int = 4):
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError(f"PromptLookup needs 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
-        super().__init__(num_draft_tokens, adaptive, max_draft_tokens)
+        super().__init__(num_draft_tokens, adaptive, max_draft_tokens, min(min_draft_tokens, num_draft_tokens))
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
     def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
@@ -144,9 +147,10 @@ class PromptLookup(Drafter):
             if gamma <= 0:
                 break
             windows = tokens[:-1].unfold(0, n, 1)  # [total - n, n]: every earlier n-gram
-            hits = (windows == tokens[-n:]).all(dim=-1).nonzero()
+            hits = (windows == tokens[-n:]).all(dim=-1).nonzero()[:, 0] + n  # where each continuation starts
             if hits.numel():
-                start = int(hits[-1, 0]) + n
+                full = hits[hits + gamma <= total]  # continuations with all γ tokens
+                start = int(full[-1]) if full.numel() else int(hits[0])
                 return Draft(tokens[start:start + gamma].clone())
         return _empty(tokens.device)
 
