@@ -23,7 +23,11 @@ CANDIDATES: dict[str, ModelShape] = {
     "T-512x6": ModelShape(hidden=512, layers=6, heads=8, kv_heads=4, intermediate=1408),
     "T-384x10": ModelShape(hidden=384, layers=10, heads=6, kv_heads=6, intermediate=1024),
     "T-320x14": ModelShape(hidden=320, layers=14, heads=5, kv_heads=5, intermediate=864),
+    "T-384x12": ModelShape(hidden=384, layers=12, heads=6, kv_heads=6, intermediate=768),
+    "T-384x12-gqa": ModelShape(hidden=384, layers=12, heads=6, kv_heads=3, intermediate=896),
     "D-256x1": ModelShape(hidden=256, layers=1, heads=4, kv_heads=4, intermediate=768),
+    "D-256x1-m512": ModelShape(hidden=256, layers=1, heads=4, kv_heads=4, intermediate=512),
+    "D-192x1": ModelShape(hidden=192, layers=1, heads=3, kv_heads=3, intermediate=512),
     "D-256x2": ModelShape(hidden=256, layers=2, heads=4, kv_heads=4, intermediate=768),
     "D-384x1": ModelShape(hidden=384, layers=1, heads=6, kv_heads=6, intermediate=1024),
     "cpuT-256x6": ModelShape(hidden=256, layers=6, heads=4, kv_heads=4, intermediate=704),
@@ -68,6 +72,13 @@ def measure(names: list[str], rounds: int, steps_per_round: int, warmup: int = 3
     return {n: 1000 * statistics.median(v) for n, v in times.items()}
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds spent busy by the whole machine since boot (Linux /proc/stat)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -76,11 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("names", nargs="*", default=list(CANDIDATES))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()[0]
+    busy0, own0, wall0 = busy_cpu_seconds(), sum(os.times()[:2]), time.perf_counter()
     ms = measure(args.names, args.rounds, args.steps_per_round)
+    others = busy_cpu_seconds() - busy0 - (sum(os.times()[:2]) - own0)
     n_steps = args.rounds * args.steps_per_round
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n_steps} steps each, "
-          f"load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n_steps} steps each; "
+          f"other processes used {others:.1f} CPU-s in {time.perf_counter() - wall0:.0f} s")
     print(f"| name | hidden × layers (heads/kv, mlp) | params | bf16 MB | step ms (median of {n_steps}) |")
     print("|---|---|---|---|---|")
     for name in args.names:

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +33,7 @@ from models.checkpoint import (find_checkpoint, load_checkpoint, load_weights, s
                                save_weights)
 from models.text_presets import ModelShape, TextPreset, TrainSpec, get_preset
 
-WHICH = ("draft", "target")  # training order for --which both: the short run first
+WHICH = ("target", "draft")  # training order for --which both: the drafter is distilled from the target
 EXPORT_SHARD = "14MB"  # every bundled safetensors file stays under 15 MB
 
 
@@ -53,19 +54,29 @@ class TokenWindows:
 
 
 def heldout_windows(path: Path, seq_len: int, max_tokens: int) -> torch.Tensor:
-    """[n, seq_len + 1] consecutive non-overlapping windows from the file's start (fixed set)."""
+    """[n, seq_len + 1] fixed windows spread evenly over the file (which is grouped by source),
+    non-overlapping when the file is long enough; n = max_tokens // seq_len."""
     data = np.fromfile(path, dtype=np.uint16)
-    n = min(max_tokens // seq_len, (len(data) - 1) // seq_len)
-    if n < 1:
+    n, last = max(1, max_tokens // seq_len), len(data) - seq_len - 1
+    if last < 0:
         raise ValueError(f"{path}: too short for one held-out window of {seq_len}")
-    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+    starts = np.linspace(0, last, n).round().astype(np.int64)
+    idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
     return torch.from_numpy(data[idx].astype(np.int64))
 
 
-def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) of a [B, T + 1] batch."""
-    logits = model(input_ids=batch[:, :-1], use_cache=False).logits  # [B, T, V]
-    return F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+def lm_loss(model: torch.nn.Module, batch: torch.Tensor, teacher: torch.nn.Module | None = None,
+            distill: float = 0.0) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) of a [B, T + 1] batch; with a teacher, mixed with
+    ``distill`` × KL(p_teacher ‖ q_model), which trains a drafter to agree with its target."""
+    logits = model(input_ids=batch[:, :-1], use_cache=False).logits.float().flatten(0, 1)  # [B·T, V]
+    loss = F.cross_entropy(logits, batch[:, 1:].flatten())
+    if teacher is None or distill == 0.0:
+        return loss
+    with torch.no_grad():
+        p_log = F.log_softmax(teacher(input_ids=batch[:, :-1], use_cache=False).logits.float().flatten(0, 1), -1)
+    kl = F.kl_div(F.log_softmax(logits, -1), p_log, log_target=True, reduction="batchmean")
+    return (1 - distill) * loss + distill * kl
 
 
 @torch.no_grad()
@@ -157,6 +168,12 @@ def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, token
     windows = TokenWindows(data_dir / "train.bin", spec.seq_len)
     held = heldout_windows(data_dir / "heldout.bin", spec.seq_len, spec.eval_tokens)
     fwd = torch.compile(model) if compile_model else model
+    teacher = None
+    if which == "draft" and spec.distill > 0:
+        if not (out / "target" / "config.json").is_file():
+            raise SystemExit(f"distilling the drafter needs the trained target in {out / 'target'}")
+        teacher = LlamaForCausalLM.from_pretrained(out / "target", dtype=torch.float32).to(device).eval()
+        print(f"[{which}] distilling from {out / 'target'} (weight {spec.distill})", flush=True)
 
     def log(**rec) -> None:
         with log_path.open("a") as f:
@@ -178,8 +195,8 @@ def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, token
     model.train()
     t_start, elapsed0 = time.perf_counter(), state["elapsed_s"]
     run_loss, run_n, t_log, tok_log = torch.zeros((), device=device), 0, time.perf_counter(), 0
-    bar = tqdm(total=spec.max_steps, initial=state["step"], desc=which, mininterval=2.0,
-               dynamic_ncols=True)
+    bar = tqdm(total=spec.max_steps, initial=state["step"], desc=which, dynamic_ncols=True,
+               mininterval=2.0 if sys.stderr.isatty() else 30.0)  # sparse lines in log files
     while True:  # a finished run that is resumed stops at once: evaluate, save, export
         step = state["step"]
         elapsed = elapsed0 + time.perf_counter() - t_start
@@ -197,7 +214,7 @@ def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, token
             g["lr"] = lr
         batch = windows.sample(spec.batch_size, rng).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = lm_loss(fwd, batch)
+            loss = lm_loss(fwd, batch, teacher, spec.distill)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
         opt.step()

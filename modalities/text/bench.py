@@ -77,12 +77,13 @@ def single_step_seconds(model, context: int = 64, repeats: int = 30) -> float:
     """Median time of one KV-cached single-token forward after ``context`` tokens."""
     lm = CachedLM(model)
     ids = torch.randint(0, lm.vocab_size, (context + 1,), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(lm.device)
     times = []
     with torch.inference_mode():
         lm.forward(ids[:context])
         for _ in range(repeats + 3):
             start = time.perf_counter()
-            lm.forward(ids[context:])
+            lm.forward(ids[context:])[-1, 0].item()  # .item() waits for an accelerator
             times.append(time.perf_counter() - start)
             lm.rollback(context)
     return statistics.median(times[3:])
@@ -118,7 +119,8 @@ def run_bench(target, draft, tokenizer, prompts: list[str], methods=ALL_METHODS,
     if "layerskip" in drafters:
         draft_module["layerskip"] = drafters["layerskip"].lm.model
 
-    encoded = [encode_prompt(p, tokenizer, chat=False) for p in prompts]
+    device = next(target.parameters()).device
+    encoded = [encode_prompt(p, tokenizer, chat=False).to(device) for p in prompts]
     for name in methods:  # warm-up
         runners[name](encoded[0][:, :8])
     t_target = single_step_seconds(target)

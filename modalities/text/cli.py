@@ -34,7 +34,7 @@ def run_text(args) -> int:
         torch.set_num_threads(args.threads)
     target_path, draft_path = _resolve(args)
     need_draft = args.method == "draft"
-    target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None)
+    target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None, args.device, _dtype(args))
     drafter = make_drafter(args.method, target, draft, args.layerskip_layers)
     generator = torch.Generator(device=target.device).manual_seed(args.seed) if args.seed is not None else None
     stream = stream_text(args.prompt, target, tokenizer, drafter, max_new_tokens=args.max_new_tokens,
@@ -53,12 +53,13 @@ def run_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     target_path, draft_path = _resolve(args)
-    target, draft, tokenizer = load_pair(target_path, draft_path)
+    target, draft, tokenizer = load_pair(target_path, draft_path, args.device, _dtype(args))
     prompts = bench.load_prompts(args.prompts, args.num_prompts) if args.prompts else default_prompts()
     started = time.time()
     report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods,
                              max_new_tokens=args.max_new_tokens, layerskip_layers=args.layerskip_layers)
-    report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started)
+    report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started,
+                  device=str(target.device), dtype=str(target.dtype))
     print(bench.markdown_table(report))
     print(f"saved to {bench.save_report(report, args.out)}", file=sys.stderr)
     return 0
@@ -78,6 +79,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--layerskip-layers", type=int, help="layers the layerskip drafter keeps (default L/4)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="model dtype (default float32)")
+
+
+def _dtype(args):
+    return getattr(torch, args.dtype) if args.dtype else None
 
 
 def register(subparsers) -> None:
