@@ -71,9 +71,15 @@ def verify(folder: pathlib.Path) -> None:
 
 def load(name: str, dtype: torch.dtype = torch.float32, device: str | None = None):
     """(model in eval mode, tokenizer) for a bundled checkpoint, after verifying its files."""
+    return load_folder(path(name), dtype, device)
+
+
+def load_folder(folder: pathlib.Path, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """(model in eval mode, tokenizer) from a checkpoint folder with checksums.json."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = path(name)
+    folder = pathlib.Path(folder)
+    name = folder.name
     verify(folder)
     model, info = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=dtype,
                                                        output_loading_info=True)

@@ -62,10 +62,10 @@ def prompts(n: int = 20, seed: int = 1, vocab: int = VOCAB):
 
 
 def hf_greedy(model, input_ids, max_new_tokens, eos_token_id=None):
-    """Hugging Face's own greedy decoding (the reference)."""
-    kwargs = dict(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=0,
-                  eos_token_id=eos_token_id, attention_mask=torch.ones_like(input_ids))
-    if eos_token_id is None:
-        kwargs["min_new_tokens"] = max_new_tokens
+    """Hugging Face's own greedy decoding (the reference); eos only where given, as in multispec."""
+    from modalities.text.bench import hf_greedy_config
+    config = hf_greedy_config(model, max_new_tokens)
+    if eos_token_id is not None:
+        config.eos_token_id = eos_token_id
     with torch.no_grad():
-        return model.generate(input_ids, **kwargs)
+        return model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)

@@ -89,10 +89,12 @@ def test_cli_reports_bad_paths(tmp_path, capsys):
 def test_bench_reports_every_method(loaded, tmp_path):
     target, draft, tokenizer = loaded
     prompts_file = tmp_path / "p.jsonl"
-    prompts_file.write_text('{"prompt": "def f(x):"}\n{"turns": ["Tell me a story."]}\n')
+    prompts_file.write_text('{"prompt": "def f(x):", "category": "code"}\n{"turns": ["Tell me a story."]}\n')
     report = run_bench(target, draft, tokenizer, load_prompts(prompts_file), max_new_tokens=12, progress=False)
     rows = {r["method"]: r for r in report["rows"]}
-    assert set(rows) == {"plain", "hf-plain", "draft", "hf-assisted", "lookup", "hf-lookup", "layerskip"}
+    assert set(report["by_category"]) == {"code", "all"}
+    assert set(rows) == {"plain", "hf-plain", "draft", "draft-fixed", "hf-assisted", "lookup", "hf-lookup",
+                         "layerskip"}
     for row in rows.values():  # greedy everywhere: every method reproduces plain decoding
         assert row["identical_to_plain"] == "2/2" and row["new_tokens"] == 24 and row["tau"] >= 1.0
     assert rows["plain"]["speedup"] == 1.0 and json.dumps(report)

@@ -9,6 +9,7 @@ ideal). For Hugging Face methods τ counts all target forwards (its prefill also
 """
 from __future__ import annotations
 
+import copy
 import json
 import pathlib
 import statistics
@@ -23,7 +24,7 @@ from multispec.lm import CachedLM
 
 from .generation import encode_prompt, make_drafter
 
-ALL_METHODS = ("plain", "hf-plain", "draft", "hf-assisted", "lookup", "hf-lookup", "layerskip")
+ALL_METHODS = ("plain", "hf-plain", "draft", "draft-fixed", "hf-assisted", "lookup", "hf-lookup", "layerskip")
 
 
 @dataclass
@@ -94,19 +95,43 @@ def _run_multispec(target, drafter, ids, max_new_tokens):
     return out.sequences, out.stats.steps, out.stats.drafted, out.stats.accepted
 
 
-def _run_hf(target, ids, max_new_tokens, **kwargs):
+def hf_greedy_config(target, max_new_tokens: int, **kwargs):
+    """Hugging Face greedy settings matching multispec's: exactly ``max_new_tokens``, no eos stop."""
+    config = copy.deepcopy(target.generation_config)
+    # eos None would fall back to the model default; -1 is an id no model emits, so HF never stops early
+    config.update(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=-1, pad_token_id=0,
+                  temperature=None, top_k=None, top_p=None, **kwargs)
+    return config
+
+
+def _run_hf(target, ids, max_new_tokens, assistant_model=None, **kwargs):
+    config = hf_greedy_config(target, max_new_tokens, **kwargs)
     with torch.inference_mode():
-        seq = target.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
-                              min_new_tokens=max_new_tokens, pad_token_id=0, **kwargs)
+        seq = target.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                              assistant_model=assistant_model)
     return seq, None, 0, 0
 
 
-def run_bench(target, draft, tokenizer, prompts: list[str], methods=ALL_METHODS, max_new_tokens: int = 64,
-              layerskip_layers: int | None = None, lookup_tokens: int = 10, progress: bool = True) -> dict:
-    """Run every method on every prompt (order rotated per prompt) and return the report dict."""
-    methods = [m for m in methods if draft is not None or m not in ("draft", "hf-assisted")]
+def _add(result: MethodResult, other: MethodResult) -> None:
+    for name in ("seconds", "new_tokens", "target_forwards", "draft_forwards", "drafted", "accepted", "identical",
+                 "runs"):
+        setattr(result, name, getattr(result, name) + getattr(other, name))
+
+
+def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_tokens: int = 64,
+              layerskip_layers: int | None = None, lookup_tokens: int = 10, gamma: int = 4,
+              progress: bool = True) -> dict:
+    """Run every method on every prompt (order rotated per prompt) and return the report dict.
+
+    ``prompts``: strings, or (category, string) pairs for per-category tables as well.
+    ``draft-fixed`` is the draft model at a fixed γ = ``gamma``; ``draft`` uses the adaptive γ.
+    """
+    prompts = [p if isinstance(p, tuple) else ("all", p) for p in prompts]
+    methods = [m for m in methods if draft is not None or m not in ("draft", "draft-fixed", "hf-assisted")]
     drafters = {m: make_drafter(m, target, draft, layerskip_layers) for m in ("draft", "lookup", "layerskip")
                 if m in methods}
+    if "draft-fixed" in methods:
+        drafters["draft-fixed"] = make_drafter("draft", target, draft, num_draft_tokens=gamma, adaptive=False)
     runners = {
         "plain": lambda ids: _run_multispec(target, None, ids, max_new_tokens),
         "hf-plain": lambda ids: _run_hf(target, ids, max_new_tokens),
@@ -115,63 +140,78 @@ def run_bench(target, draft, tokenizer, prompts: list[str], methods=ALL_METHODS,
     }
     for name, drafter in drafters.items():
         runners[name] = lambda ids, d=drafter: _run_multispec(target, d, ids, max_new_tokens)
-    draft_module = {"draft": draft, "hf-assisted": draft}
+    draft_module = {"draft": draft, "draft-fixed": draft, "hf-assisted": draft}
     if "layerskip" in drafters:
         draft_module["layerskip"] = drafters["layerskip"].lm.model
 
     device = next(target.parameters()).device
-    encoded = [encode_prompt(p, tokenizer, chat=False).to(device) for p in prompts]
+    encoded = [(category, encode_prompt(p, tokenizer, chat=False).to(device)) for category, p in prompts]
     for name in methods:  # warm-up
-        runners[name](encoded[0][:, :8])
+        runners[name](encoded[0][1][:, :8])
     t_target = single_step_seconds(target)
     cost = {m: single_step_seconds(module) / t_target for m, module in draft_module.items() if module is not None}
 
-    results = {m: MethodResult(m) for m in methods}
+    per_prompt = []  # (category, {method: MethodResult})
     bar = tqdm(total=len(encoded) * len(methods), desc="bench text", disable=not progress)
-    for i, ids in enumerate(encoded):
+    for i, (category, ids) in enumerate(encoded):
         order = methods[i % len(methods):] + methods[: i % len(methods)]
-        reference = None
-        outputs = {}
+        results, outputs = {}, {}
         for name in order:
             module = draft_module.get(name)
             with ForwardCounter(target) as t_count, ForwardCounter(module or torch.nn.Identity()) as d_count:
                 start = time.perf_counter()
                 seq, steps, drafted, accepted = runners[name](ids)
                 seconds = time.perf_counter() - start
-            r = results[name]
-            r.seconds += seconds
-            r.new_tokens += seq.shape[1] - ids.shape[1]
-            r.target_forwards += steps if steps is not None else t_count.calls
-            r.draft_forwards += d_count.calls
-            r.drafted += drafted
-            r.accepted += accepted
-            r.runs += 1
+            results[name] = MethodResult(name, seconds, seq.shape[1] - ids.shape[1],
+                                         steps if steps is not None else t_count.calls, d_count.calls, drafted,
+                                         accepted, 0, 1)
             outputs[name] = seq
             bar.update(1)
         reference = outputs.get("plain")
         for name, seq in outputs.items():
-            results[name].identical += int(reference is not None and torch.equal(seq, reference))
+            results[name].identical = int(reference is not None and torch.equal(seq, reference))
+        per_prompt.append((category, results))
     bar.close()
-    plain = results.get("plain") or next(iter(results.values()))
-    rows = [results[m].row(plain, cost.get(m, 0.0)) for m in methods]
-    return {"max_new_tokens": max_new_tokens, "prompts": len(prompts), "threads": torch.get_num_threads(),
-            "target_step_s": t_target, "rows": rows}
+
+    def table(selected):
+        totals = {m: MethodResult(m) for m in methods}
+        for _, results in selected:
+            for m in methods:
+                _add(totals[m], results[m])
+        plain = totals.get("plain") or next(iter(totals.values()))
+        return [totals[m].row(plain, cost.get(m, 0.0)) for m in methods]
+
+    categories = sorted({c for c, _ in per_prompt})
+    report = {"max_new_tokens": max_new_tokens, "prompts": len(prompts), "gamma_fixed": gamma,
+              "threads": torch.get_num_threads(), "target_step_s": t_target, "rows": table(per_prompt)}
+    if len(categories) > 1:
+        report["by_category"] = {c: table([r for r in per_prompt if r[0] == c]) for c in categories}
+    return report
 
 
 def markdown_table(report: dict) -> str:
+    """All prompts, then one table per prompt category when there are several."""
+    parts = [_markdown_rows(report["rows"], f"all {report['prompts']} prompts")]
+    for category, rows in report.get("by_category", {}).items():
+        parts.append(_markdown_rows(rows, category))
+    return "\n\n".join(parts)
+
+
+def _markdown_rows(rows, title: str) -> str:
     def fmt(value, spec):
         return "—" if value is None else format(value, spec)
-    lines = ["| method | tok/s | speedup | τ | acceptance | γ | c | efficiency | = plain |",
+    lines = [f"**{title}**", "", "| method | tok/s | speedup | τ | acceptance | γ | c | efficiency | = plain |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in report["rows"]:
+    for r in rows:
         lines.append(f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x | {r['tau']:.2f} | "
                      f"{fmt(r['acceptance_rate'], '.1%')} | {fmt(r['gamma'], '.2f')} | {r['step_cost_ratio']:.3f} | "
                      f"{fmt(r['efficiency'], '.2f')} | {r['identical_to_plain']} |")
     return "\n".join(lines)
 
 
-def load_prompts(path, limit: int | None = None) -> list[str]:
-    """Prompts from .jsonl ({"prompt": ...} or Spec-Bench {"turns": [...]}) or .txt (one per line)."""
+def load_prompts(path, limit: int | None = None) -> list[tuple[str, str]]:
+    """(category, prompt) pairs from .jsonl ({"prompt", "category"} or Spec-Bench {"turns", "category"})
+    or .txt (one per line, category "all")."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"--prompts: {path} does not exist")
@@ -181,12 +221,20 @@ def load_prompts(path, limit: int | None = None) -> list[str]:
             continue
         if path.suffix == ".jsonl":
             record = json.loads(line)
-            prompts.append(record["prompt"] if "prompt" in record else record["turns"][0])
+            text = record["prompt"] if "prompt" in record else record["turns"][0]
+            prompts.append((record.get("category", "all"), text))
         else:
-            prompts.append(line.replace("\\n", "\n"))
+            prompts.append(("all", line.replace("\\n", "\n")))
     if not prompts:
         raise ValueError(f"--prompts: {path} holds no prompts")
-    return prompts[:limit] if limit else prompts
+    if limit:  # the first N of each category, so a short run still covers every kind
+        kept, counts = [], {}
+        for category, text in prompts:
+            counts[category] = counts.get(category, 0) + 1
+            if counts[category] <= limit:
+                kept.append((category, text))
+        prompts = kept
+    return prompts
 
 
 def save_report(report: dict, directory) -> pathlib.Path:

@@ -45,7 +45,17 @@ def run_text(args) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     stats = stream.stats
-    print(f"\n[{args.method}] {stats.summary()}", file=sys.stderr)
+    line = f"\n[{args.method}] {stats.summary()}"
+    if args.compare_plain and args.method != "plain":  # same prompt and settings, plain decoding, not shown
+        if args.seed is not None:
+            generator.manual_seed(args.seed)
+        plain = stream_text(args.prompt, target, tokenizer, None, max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            generator=generator, chat=args.chat)
+        "".join(plain)
+        plain_rate = plain.stats.new_tokens / plain.stats.wall_s
+        line += f" | plain {plain_rate:.1f} tok/s, speedup {stats.tokens_per_second / plain_rate:.2f}x"
+    print(line, file=sys.stderr)
     return 0
 
 
@@ -57,7 +67,8 @@ def run_bench(args) -> int:
     prompts = bench.load_prompts(args.prompts, args.num_prompts) if args.prompts else default_prompts()
     started = time.time()
     report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods,
-                             max_new_tokens=args.max_new_tokens, layerskip_layers=args.layerskip_layers)
+                             max_new_tokens=args.max_new_tokens, layerskip_layers=args.layerskip_layers,
+                             gamma=args.gamma)
     report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started,
                   device=str(target.device), dtype=str(target.dtype))
     print(bench.markdown_table(report))
@@ -98,6 +109,8 @@ def register(subparsers) -> None:
     text.add_argument("--seed", type=int)
     text.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
                       help="use the tokenizer's chat template (default: when it has one)")
+    text.add_argument("--compare-plain", action=argparse.BooleanOptionalAction, default=True,
+                      help="also time plain decoding of the same prompt and report the speedup")
     text.set_defaults(run=run_text)
 
 
@@ -105,7 +118,8 @@ def register_bench(subparsers) -> None:
     parser = subparsers.add_parser("text", help="benchmark text methods against plain decoding and HF peers")
     _common(parser)
     parser.add_argument("--prompts", help=".jsonl ({prompt} or Spec-Bench {turns}) or .txt, one per line")
-    parser.add_argument("--num-prompts", type=int, help="use the first N prompts")
+    parser.add_argument("--num-prompts", type=int, help="use the first N prompts of each category")
+    parser.add_argument("--gamma", type=int, default=4, help="draft length of the draft-fixed method")
     parser.add_argument("--methods", nargs="+", choices=bench.ALL_METHODS, default=list(bench.ALL_METHODS))
     parser.add_argument("--out", default="runs/bench", help="folder for bench_text.json and bench_text.md")
     parser.set_defaults(run=run_bench)

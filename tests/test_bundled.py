@@ -1,0 +1,65 @@
+"""The bundled text models: they load, generate, and every exact method equals plain greedy on held-out prompts."""
+import json
+import shutil
+
+import pytest
+import torch
+
+import multispec
+from modalities.text import make_drafter
+from models import zoo
+
+from conftest import hf_greedy
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    target, tokenizer = zoo.load("text-target")
+    draft, draft_tokenizer = zoo.load("text-draft")
+    assert tokenizer.get_vocab() == draft_tokenizer.get_vocab()
+    return target, draft, tokenizer
+
+
+def heldout_prompts(per_kind: int = 4):
+    records = [json.loads(line) for line in zoo.text_prompts_path().read_text().splitlines()]
+    return [r["prompt"] for kind in ("prose", "code") for r in records if r["category"] == kind][:per_kind] + \
+        [r["prompt"] for r in records if r["category"] == "code"][:per_kind]
+
+
+def test_registry_lists_the_text_models():
+    assert {"text-target", "text-draft"} <= set(zoo.list())
+    with pytest.raises(KeyError, match="unknown bundled model"):
+        zoo.path("text-huge")
+
+
+def test_exact_methods_match_plain_greedy_on_heldout_prompts(bundled):
+    target, draft, tokenizer = bundled
+    assert not target.training and target.dtype == torch.float32
+    for prompt in heldout_prompts():
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        reference = hf_greedy(target, ids, 24)
+        for method in ("plain", "draft", "lookup", "layerskip"):
+            out = multispec.generate(target, ids, drafter=make_drafter(method, target, draft), max_new_tokens=24)
+            assert torch.equal(out.sequences, reference), f"{method} differs from greedy on {prompt[:40]!r}"
+
+
+def test_bundled_sampling_runs(bundled):
+    target, draft, tokenizer = bundled
+    ids = tokenizer("And God said", return_tensors="pt").input_ids
+    out = multispec.generate(target, ids, drafter=multispec.DraftModel(draft), max_new_tokens=16, temperature=0.8,
+                             top_p=0.95, generator=torch.Generator().manual_seed(0))
+    assert out.stats.new_tokens == 16 and out.stats.drafted > 0
+
+
+def test_corrupt_or_missing_checkpoint_files_are_refused(tmp_path):
+    folder = tmp_path / "text-draft"
+    shutil.copytree(zoo.path("text-draft"), folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="model.safetensors is corrupt"):
+        zoo.load_folder(folder)
+    weights.unlink()
+    with pytest.raises(ValueError, match="model.safetensors is missing"):
+        zoo.load_folder(folder)
