@@ -26,11 +26,16 @@ class Verdict:
     moved_mass: float = 0.0  # Σ (p̃(x) − p(x)) over the accepted drafted tokens (0 for exact rules)
 
 
+def _prob_of(probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """probs [≥γ, V], tokens [γ] -> probs[i, tokens[i]] [γ]."""
+    return probs[: tokens.shape[0]].gather(1, tokens[:, None]).squeeze(1)
+
+
 def _draft_probs_at_tokens(draft_tokens: torch.Tensor, draft_probs: torch.Tensor | None) -> torch.Tensor:
     """q(x_i) [γ]; a missing q is a point mass on the drafted token."""
     if draft_probs is None:
         return torch.ones(draft_tokens.shape[0], device=draft_tokens.device)
-    return draft_probs.gather(1, draft_tokens[:, None]).squeeze(1)
+    return _prob_of(draft_probs, draft_tokens)
 
 
 def verify(
@@ -44,7 +49,7 @@ def verify(
 ) -> Verdict:
     """The one verification routine every rule uses (see the module docstring)."""
     gamma = draft_tokens.shape[0]
-    p_at_x = target_probs[:gamma].gather(1, draft_tokens[:, None]).squeeze(1)  # [γ]
+    p_at_x = _prob_of(target_probs, draft_tokens)  # [γ]
     p_tilde = p_at_x if relaxed_target is None else torch.maximum(relaxed_target, p_at_x)
     if greedy:
         argmax = target_probs[:gamma].argmax(dim=-1)
@@ -108,7 +113,7 @@ class SpeculativeSampling(AcceptanceRule):
 def _tolerated_boost(tolerated, draft_tokens, draft_probs, target_probs, greedy) -> torch.Tensor:
     """p̃(x) that makes a tolerated token certain to pass (argmax under greedy, p̃ ≥ q otherwise)."""
     gamma = draft_tokens.shape[0]
-    p_at_x = target_probs[:gamma].gather(1, draft_tokens[:, None]).squeeze(1)
+    p_at_x = _prob_of(target_probs, draft_tokens)
     if greedy:  # just above the best other token, so a tolerated token becomes the argmax
         lift = target_probs[:gamma].scatter(1, draft_tokens[:, None], -1.0).amax(dim=-1) + 1e-6
     else:
@@ -131,7 +136,7 @@ class TypicalAcceptance(AcceptanceRule):
         p = target_probs[: draft_tokens.shape[0]]
         entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(dim=-1)
         threshold = torch.clamp(self.delta * torch.exp(-entropy), max=self.epsilon)
-        p_at_x = p.gather(1, draft_tokens[:, None]).squeeze(1)
+        p_at_x = _prob_of(p, draft_tokens)
         return _tolerated_boost(p_at_x > threshold, draft_tokens, draft_probs, target_probs, greedy)
 
 
@@ -197,7 +202,7 @@ class NeighborhoodRelaxation(AcceptanceRule):
         nbrs = self.neighbors.to(p.device)[draft_tokens]  # [γ, k]
         cumulative = p.gather(1, nbrs).cumsum(dim=-1)  # [γ, k]
         borrowed = torch.where(cumulative <= self.delta, cumulative, torch.zeros_like(cumulative)).amax(dim=-1)
-        p_at_x = p.gather(1, draft_tokens[:, None]).squeeze(1)
+        p_at_x = _prob_of(p, draft_tokens)
         p_tilde = p_at_x + borrowed
         if self.max_ratio is not None:
             p_tilde = torch.minimum(p_tilde, self.max_ratio * p_at_x)
