@@ -3,16 +3,18 @@
     result = multispec.generate(target, input_ids, drafter=DraftModel(small), max_new_tokens=64)
 """
 from . import acceptance, drafters
-from .acceptance import (Greedy, NeighborhoodRelaxation, SpeculativeSampling, TopKTolerance,
-                         TypicalAcceptance)
+from .acceptance import (AdditiveTolerance, GroupAcceptance, Greedy, NeighborhoodRelaxation,
+                         SpeculativeSampling, TopKTolerance, TypicalAcceptance)
 from .decoding import GenerationResult, Step, generate, stream
-from .drafters import DraftModel, LayerSkip, PromptLookup
+from .drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
+from .guidance import GuidedLM
 from .lm import CachedLM, Verifier
 from .stats import DecodingStats
 
 __all__ = [
     "generate", "stream", "GenerationResult", "Step", "DecodingStats", "CachedLM", "Verifier",
-    "acceptance", "drafters", "DraftModel", "PromptLookup", "LayerSkip", "Greedy", "SpeculativeSampling",
-    "TypicalAcceptance", "TopKTolerance", "NeighborhoodRelaxation",
+    "GuidedLM", "acceptance", "drafters", "DraftModel", "PromptLookup", "LayerSkip", "Jacobi", "Greedy",
+    "SpeculativeSampling", "TypicalAcceptance", "TopKTolerance", "NeighborhoodRelaxation", "GroupAcceptance",
+    "AdditiveTolerance",
 ]
 __version__ = "0.1.0"

@@ -9,8 +9,9 @@ Exact rules (lossless): :class:`Greedy` (argmax match) and :class:`SpeculativeSa
 probability min(1, p(x)/q(x)); on rejection sample from norm(max(0, p − q)); q a point mass for
 model-free drafters). Relaxed rules raise the target probability of a drafted token to p̃(x) ≥ p(x)
 before the same test and report the mass they moved, Σ (p̃(x) − p(x)) over accepted tokens. Under
-greedy decoding a token is accepted when p̃(x) makes it the argmax. These rules know no model, no
-modality and no cache.
+greedy decoding a token is accepted when p̃(x) makes it the argmax. A token the target gives zero
+probability (e.g. masked out of a codebook slot) is never accepted, relaxed or not. These rules know
+no model, no modality and no cache.
 """
 from __future__ import annotations
 
@@ -50,11 +51,12 @@ def verify(
     """The one verification routine every rule uses (see the module docstring)."""
     gamma = draft_tokens.shape[0]
     p_at_x = _prob_of(target_probs, draft_tokens)  # [γ]
-    p_tilde = p_at_x if relaxed_target is None else torch.maximum(relaxed_target, p_at_x)
+    p_tilde = p_at_x if relaxed_target is None else torch.where(
+        p_at_x > 0, torch.maximum(relaxed_target, p_at_x), p_at_x)  # p(x) = 0 is never relaxed
     if greedy:
         argmax = target_probs[:gamma].argmax(dim=-1)
         others = target_probs[:gamma].scatter(1, draft_tokens[:, None], -1.0).amax(dim=-1)
-        ok = (draft_tokens == argmax) | (p_tilde > others)
+        ok = ((draft_tokens == argmax) | (p_tilde > others)) & (p_at_x > 0)
     else:
         q_at_x = _draft_probs_at_tokens(draft_tokens, draft_probs)
         u = torch.rand(gamma, generator=generator, device=target_probs.device)
@@ -158,52 +160,161 @@ class TopKTolerance(AcceptanceRule):
         return _tolerated_boost(tolerated, draft_tokens, draft_probs, target_probs, greedy)
 
 
-class NeighborhoodRelaxation(AcceptanceRule):
-    """LANTERN: lend x the mass of its nearest neighbours in an embedding table, at most δ in total.
+def nearest_neighbors(embeddings: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+    """[V, D] -> [V, k] indices of each row's k nearest other rows by L2 distance."""
+    rows = []
+    for start in range(0, embeddings.shape[0], chunk):
+        dist = torch.cdist(embeddings[start:start + chunk], embeddings)  # [c, V]
+        idx = torch.arange(start, start + dist.shape[0])
+        dist[torch.arange(dist.shape[0]), idx] = float("inf")  # a token is not its own neighbour
+        rows.append(dist.topk(k, dim=-1, largest=False).indices)
+    return torch.cat(rows)
 
-    Neighbours n_1..n_k of each token are ranked by L2 distance between rows of ``embeddings`` [V, D]
-    (e.g. a VQ codebook). For a drafted x take the largest m with Σ_{i≤m} p(n_i) ≤ δ and set
-    p̃(x) = p(x) + Σ_{i≤m} p(n_i): the total-variation mass moved is at most δ. ``max_ratio`` (λ,
-    LANTERN++) caps p̃(x) ≤ λ·p(x). δ = 0 gives the exact rule's decisions.
+
+def neighbor_table(codebooks, vocab_size: int, k: int) -> torch.Tensor:
+    """Neighbours within each codebook, as token ids: [vocab_size, k] int64, −1 where there is none.
+
+    ``codebooks`` is a list of (first_token_id, embeddings [K, D]): codebook rows i are token ids
+    first_token_id + i (e.g. one VQ codebook at id 0, or one per speech codebook level at its slot
+    offset). Tokens outside every codebook (class labels, text, specials) have no neighbours.
     """
+    table = torch.full((vocab_size, k), -1, dtype=torch.long)
+    for first, emb in codebooks:
+        emb = emb.detach().float().cpu()
+        if emb.ndim != 2 or first < 0 or first + emb.shape[0] > vocab_size:
+            raise ValueError(f"codebook at token {first} of shape {tuple(emb.shape)} does not fit a "
+                             f"vocabulary of {vocab_size}")
+        m = min(k, emb.shape[0] - 1)
+        table[first:first + emb.shape[0], :m] = nearest_neighbors(emb, m) + first
+    return table
+
+
+class _NeighborRule(AcceptanceRule):
+    """Shared set-up of the rules that look at a token's neighbours in an embedding table."""
 
     lossless = False
 
-    def __init__(self, embeddings: torch.Tensor, k: int = 1000, delta: float = 0.1,
-                 max_ratio: float | None = None):
-        if embeddings.ndim != 2:
-            raise ValueError(f"NeighborhoodRelaxation: embeddings must be [V, D], got {tuple(embeddings.shape)}")
+    def __init__(self, embeddings: torch.Tensor | None, k: int, neighbors: torch.Tensor | None):
+        name = type(self).__name__
         if k < 1:
-            raise ValueError(f"NeighborhoodRelaxation: k must be >= 1, got {k}")
+            raise ValueError(f"{name}: k must be >= 1, got {k}")
+        if neighbors is None:
+            if embeddings is None or embeddings.ndim != 2:
+                shape = None if embeddings is None else tuple(embeddings.shape)
+                raise ValueError(f"{name}: embeddings must be [V, D], got {shape}")
+            neighbors = neighbor_table([(0, embeddings)], embeddings.shape[0], k)
+        self.neighbors = neighbors[:, :k].long()  # [V, k], −1 = no neighbour
+        self.k = self.neighbors.shape[1]
+
+    @classmethod
+    def from_codebooks(cls, codebooks, vocab_size: int, k: int, **kwargs):
+        """Build the rule over several codebooks placed in a larger vocabulary (see neighbor_table)."""
+        return cls(None, k=k, neighbors=neighbor_table(codebooks, vocab_size, k), **kwargs)
+
+    def _neighbors_of(self, draft_tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        if vocab_size != self.neighbors.shape[0]:
+            raise ValueError(f"{type(self).__name__}: neighbour table covers {self.neighbors.shape[0]} "
+                             f"tokens but the target has {vocab_size}")
+        return self.neighbors.to(draft_tokens.device)[draft_tokens]  # [γ, k]
+
+
+def _mass_of(probs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """probs [γ, V], ids [γ, k] with −1 = none -> probs at ids [γ, k] (0 where none)."""
+    return probs.gather(1, ids.clamp_min(0)) * (ids >= 0)
+
+
+class NeighborhoodRelaxation(_NeighborRule):
+    """LANTERN: lend x the mass of its nearest neighbours in an embedding table, at most δ in total.
+
+    Neighbours n_1..n_k of each token are ranked by L2 distance between rows of ``embeddings`` [V, D]
+    (e.g. a VQ codebook; or ``from_codebooks`` for codebooks inside a larger vocabulary). For a
+    drafted x take the largest m with Σ_{i≤m} p(n_i) ≤ δ and set p̃(x) = p(x) + Σ_{i≤m} p(n_i): the
+    total-variation mass moved is at most δ. ``max_ratio`` (λ, LANTERN++) caps p̃(x) ≤ λ·p(x).
+    δ = 0 gives the exact rule's decisions.
+    """
+
+    def __init__(self, embeddings: torch.Tensor | None = None, k: int = 1000, delta: float = 0.1,
+                 max_ratio: float | None = None, *, neighbors: torch.Tensor | None = None):
         if delta < 0:
             raise ValueError(f"NeighborhoodRelaxation: delta must be >= 0, got {delta}")
-        self.k = min(k, embeddings.shape[0] - 1)
+        if embeddings is not None and neighbors is None:
+            k = min(k, embeddings.shape[0] - 1)
+        super().__init__(embeddings, k, neighbors)
         self.delta = float(delta)
         self.max_ratio = max_ratio
-        self.neighbors = self.nearest_neighbors(embeddings.detach().float(), self.k)  # [V, k]
 
-    @staticmethod
-    def nearest_neighbors(embeddings: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
-        """[V, D] -> [V, k] indices of each row's k nearest other rows by L2 distance."""
-        rows = []
-        for start in range(0, embeddings.shape[0], chunk):
-            dist = torch.cdist(embeddings[start:start + chunk], embeddings)  # [c, V]
-            idx = torch.arange(start, start + dist.shape[0])
-            dist[torch.arange(dist.shape[0]), idx] = float("inf")  # a token is not its own neighbour
-            rows.append(dist.topk(k, dim=-1, largest=False).indices)
-        return torch.cat(rows)
+    nearest_neighbors = staticmethod(nearest_neighbors)
 
     def relax(self, draft_tokens, draft_probs, target_probs, greedy):
-        gamma = draft_tokens.shape[0]
-        p = target_probs[:gamma]
-        if p.shape[-1] != self.neighbors.shape[0]:
-            raise ValueError(f"NeighborhoodRelaxation: embedding table has {self.neighbors.shape[0]} "
-                             f"rows but the target has {p.shape[-1]} tokens")
-        nbrs = self.neighbors.to(p.device)[draft_tokens]  # [γ, k]
-        cumulative = p.gather(1, nbrs).cumsum(dim=-1)  # [γ, k]
+        p = target_probs[: draft_tokens.shape[0]]
+        nbrs = self._neighbors_of(draft_tokens, p.shape[-1])  # [γ, k]
+        cumulative = _mass_of(p, nbrs).cumsum(dim=-1)  # [γ, k]
         borrowed = torch.where(cumulative <= self.delta, cumulative, torch.zeros_like(cumulative)).amax(dim=-1)
         p_at_x = _prob_of(p, draft_tokens)
         p_tilde = p_at_x + borrowed
         if self.max_ratio is not None:
             p_tilde = torch.minimum(p_tilde, self.max_ratio * p_at_x)
         return p_tilde
+
+
+class GroupAcceptance(_NeighborRule):
+    """Grouped speculative decoding (GSD-style, lossy): judge x by the mass of its group.
+
+    G(x) = {x} ∪ its ``group_size − 1`` nearest neighbours in an embedding table. Accept with
+    min(1, Σ_{y∈G(x)} p(y) / Σ_{y∈G(x)} q(y)) (q a point mass when the drafter has none); on a
+    rejection the recovered token comes from norm(max(0, p − q)) as in the exact rule. Under greedy
+    decoding x passes when the target's argmax is in G(x). ``group_size = 1`` is the exact rule.
+    """
+
+    def __init__(self, embeddings: torch.Tensor | None = None, group_size: int = 4, *,
+                 neighbors: torch.Tensor | None = None):
+        if group_size < 1:
+            raise ValueError(f"GroupAcceptance: group_size must be >= 1, got {group_size}")
+        self.group_size = group_size
+        if group_size == 1:  # no neighbours needed
+            vocab = neighbors.shape[0] if neighbors is not None else embeddings.shape[0]
+            neighbors = torch.full((vocab, 1), -1, dtype=torch.long)
+        super().__init__(embeddings, max(1, group_size - 1), neighbors)
+
+    def relax(self, draft_tokens, draft_probs, target_probs, greedy):
+        gamma = draft_tokens.shape[0]
+        p = target_probs[:gamma]
+        group = torch.cat([draft_tokens[:, None], self._neighbors_of(draft_tokens, p.shape[-1])], 1)  # [γ, G]
+        if greedy:
+            in_group = (group == p.argmax(dim=-1, keepdim=True)).any(dim=-1)
+            return _tolerated_boost(in_group, draft_tokens, draft_probs, target_probs, greedy)
+        group_p = _mass_of(p, group).sum(dim=-1)  # [γ]
+        q_at_x = _draft_probs_at_tokens(draft_tokens, draft_probs)
+        group_q = q_at_x if draft_probs is None else _mass_of(draft_probs[:gamma], group).sum(dim=-1)
+        return q_at_x * (group_p / group_q.clamp_min(1e-30)).clamp(max=1.0)  # u·q < p̃ ⇔ u < min(1, P/Q)
+
+
+class AdditiveTolerance(AcceptanceRule):
+    """SSD-style additive tolerance (lossy): accept x if u < min(1, p(x)/q(x)) + β(x).
+
+    ``beta`` is one number or a per-token tensor [V] (e.g. β per codec codebook level, expanded over
+    each level's token ids). Under greedy decoding x passes when p(x) ≥ max p − β(x). A token with
+    p(x) = 0 is never accepted. β = 0 is the exact rule.
+    """
+
+    lossless = False
+
+    def __init__(self, beta: float | torch.Tensor = 0.1):
+        beta = torch.as_tensor(beta, dtype=torch.float32)
+        if beta.ndim > 1 or bool((beta < 0).any()) or not bool(torch.isfinite(beta).all()):
+            raise ValueError("AdditiveTolerance: beta must be a number >= 0 or a [V] tensor of them")
+        self.beta = beta
+
+    def relax(self, draft_tokens, draft_probs, target_probs, greedy):
+        gamma = draft_tokens.shape[0]
+        beta = self.beta.to(draft_tokens.device)
+        if beta.ndim == 1:
+            if beta.shape[0] != target_probs.shape[-1]:
+                raise ValueError(f"AdditiveTolerance: beta has {beta.shape[0]} entries but the target "
+                                 f"has {target_probs.shape[-1]} tokens")
+            beta = beta[draft_tokens]
+        p_at_x = _prob_of(target_probs, draft_tokens)
+        if greedy:
+            tolerated = p_at_x >= target_probs[:gamma].amax(dim=-1) - beta
+            return _tolerated_boost(tolerated, draft_tokens, draft_probs, target_probs, greedy)
+        return p_at_x + beta * _draft_probs_at_tokens(draft_tokens, draft_probs)  # u·q < p + β·q

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lm import CachedLM, output_vocab_size
+from .lm import CachedLM, Verifier, output_vocab_size
 from .sampling import Sampling
 
 
@@ -82,19 +82,24 @@ def _empty(device) -> Draft:
 
 
 class DraftModel(Drafter):
-    """An independent smaller causal LM with the target's vocabulary; keeps and rolls back its own cache."""
+    """An independent smaller causal LM with the target's vocabulary; keeps and rolls back its own cache.
 
-    def __init__(self, model: torch.nn.Module, num_draft_tokens: int = 4, adaptive: bool = True,
+    ``model`` is a transformers causal LM or a :class:`~multispec.lm.Verifier` (e.g. a guided LM, so
+    the draft logits get the same classifier-free guidance and token masks as the target's).
+    """
+
+    def __init__(self, model, num_draft_tokens: int = 4, adaptive: bool = True,
                  max_draft_tokens: int = 16):
         super().__init__(num_draft_tokens, adaptive, max_draft_tokens)
-        self.lm = CachedLM(model)
+        is_verifier = isinstance(model, Verifier) and not isinstance(model, torch.nn.Module)
+        self.lm = model if is_verifier else CachedLM(model)
         self.vocab_size = self.lm.vocab_size
         self._cached = torch.empty(0, dtype=torch.long)  # token ids behind the draft cache
 
     def reset(self) -> None:
         super().reset()
         self.lm.reset()
-        self._cached = torch.empty(0, dtype=torch.long, device=self.lm.device)
+        self._cached = torch.empty(0, dtype=torch.long, device=getattr(self.lm, "device", "cpu"))
 
     def _sync(self, tokens: torch.Tensor) -> torch.Tensor:
         """Roll the cache back to the longest prefix it shares with ``tokens``; return the last logits."""
@@ -110,7 +115,7 @@ class DraftModel(Drafter):
         gamma = min(self.length.current, max_tokens)
         if gamma <= 0:
             return _empty(tokens.device)
-        tokens = tokens.to(self.lm.device)
+        tokens = tokens.to(self._cached.device)
         logits = self._sync(tokens)
         drafted, probs = [], []
         for i in range(gamma):
@@ -153,6 +158,53 @@ class PromptLookup(Drafter):
                 start = int(full[-1]) if full.numel() else int(hits[0])
                 return Draft(tokens[start:start + gamma].clone())
         return _empty(tokens.device)
+
+
+class Jacobi(Drafter):
+    """Speculative Jacobi decoding (SJD): a window drafted from the target's own previous predictions.
+
+    Training-free and model-free. After each verification the target's distributions at the
+    positions past the accepted prefix (computed from the now-stale rest of the window) become the
+    next draft: x_j ~ p_j^{(t)} with q_j = p_j^{(t)} (argmax under greedy); the window is topped up
+    to ``window`` tokens drawn uniformly from ``init_tokens`` (q uniform over them). The exact rules
+    keep this lossless, since every drafted token is drawn from the q it is judged against.
+    """
+
+    def __init__(self, vocab_size: int, window: int = 16, init_tokens: torch.Tensor | None = None):
+        if window < 1:
+            raise ValueError(f"Jacobi: window must be >= 1, got {window}")
+        super().__init__(window, adaptive=False, max_draft_tokens=window)
+        self.vocab_size = vocab_size
+        self.window = window
+        init = torch.arange(vocab_size) if init_tokens is None else torch.as_tensor(init_tokens).long()
+        if init.ndim != 1 or init.numel() == 0 or int(init.min()) < 0 or int(init.max()) >= vocab_size:
+            raise ValueError(f"Jacobi: init_tokens must be a non-empty list of ids in [0, {vocab_size})")
+        self.init_tokens = init  # [M]
+        self.init_probs = torch.zeros(vocab_size).index_fill_(0, init, 1.0 / init.numel())  # [V]
+        self._stale = None  # [m, V] predictions for the positions after the newest token
+
+    def reset(self) -> None:
+        super().reset()
+        self._stale = None
+
+    def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
+        gamma = min(self.window, max_tokens)
+        if gamma <= 0:
+            return _empty(tokens.device)
+        stale = self._stale[:gamma] if self._stale is not None else tokens.new_empty(0, self.vocab_size).float()
+        drafted = sampling.pick(stale, generator) if stale.shape[0] else tokens.new_empty(0)
+        fresh = gamma - stale.shape[0]
+        if fresh:
+            pick = torch.randint(self.init_tokens.numel(), (fresh,), generator=generator)
+            drafted = torch.cat([drafted.to(tokens.device), self.init_tokens[pick].to(tokens.device)])
+            uniform = self.init_probs.to(stale.device).expand(fresh, -1)
+            stale = torch.cat([stale, uniform])
+        return Draft(drafted, stale)
+
+    def observe(self, feedback: Feedback) -> None:
+        super().observe(feedback)
+        p = feedback.target_probs  # [γ+1, V]: rows past the recovered/bonus token are still guesses
+        self._stale = None if p is None else p[feedback.num_accepted + 1:]
 
 
 def _truncated_view(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:

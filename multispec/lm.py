@@ -65,13 +65,16 @@ class CachedLM:
 
     def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Append ``tokens`` [n] to the cache; return logits [n, V] (or [1, V] if ``last_only``)."""
+        return self._run(tokens[None], last_only)[0]
+
+    def _run(self, input_ids: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """One cached forward of ``input_ids`` [B, n] (rows share positions) -> logits [B, n or 1, V]."""
         kwargs = {self._cache_kwarg: self.cache, "use_cache": True}
         if last_only and self._last_logits_only:
             kwargs["logits_to_keep"] = 1
-        out = self.model(input_ids=tokens.unsqueeze(0), **kwargs)
-        self.length += tokens.shape[0]
-        logits = out.logits[0]
-        return logits[-1:] if last_only else logits
+        logits = self.model(input_ids=input_ids, **kwargs).logits
+        self.length += input_ids.shape[1]
+        return logits[:, -1:] if last_only else logits
 
     def rollback(self, length: int) -> None:
         """Keep the first ``length`` cached positions (also trims sliding-window layers)."""

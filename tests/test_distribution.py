@@ -2,7 +2,7 @@
 
 The exact distribution of the 2nd and 3rd new token is computed by enumerating every continuation
 over an 8-token vocabulary. Each case draws N sequences through the full decoding loop and tests both
-marginals at a family-wise significance α = 0.01 (Bonferroni over the 12 tests of this module's
+marginals at a family-wise significance α = 0.01 (Bonferroni over the 14 tests of this module's
 positive cases: each at α/12). A negative control shows the same test rejects a deliberately biased
 rule (always accept the draft) with p < 1e-6. Seeds are fixed, so the outcome is deterministic.
 """
@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 
 import multispec
 from multispec.acceptance import AcceptanceRule, Verdict
-from multispec.drafters import DraftModel, PromptLookup
+from multispec.drafters import DraftModel, Jacobi, PromptLookup
 from multispec.sampling import Sampling
 
 from conftest import tiny_model
@@ -20,7 +20,7 @@ from conftest import tiny_model
 V = 8
 PROMPT = torch.tensor([[1, 5, 2, 1, 5]])
 N = 1000
-ALPHA = 0.01 / 12
+ALPHA = 0.01 / 14
 
 
 def target_and_draft():
@@ -91,6 +91,16 @@ def test_point_mass_drafts_preserve_distribution():
     sampling = Sampling(1.0)
     exact2, exact3 = exact_marginals(target, sampling)
     counts = sample_counts(target, PromptLookup(max_ngram=2, num_draft_tokens=2, adaptive=False), sampling, seed=5)
+    for observed, exact in zip(counts, (exact2, exact3)):
+        assert chi_square_pvalue(observed, exact) > ALPHA
+
+
+def test_jacobi_drafts_preserve_distribution():
+    """SJD drafts from stale target predictions and uniform fresh tokens; each is judged against its q."""
+    target, _ = target_and_draft()
+    sampling = Sampling(1.0)
+    exact2, exact3 = exact_marginals(target, sampling)
+    counts = sample_counts(target, Jacobi(V, window=2), sampling, seed=6)
     for observed, exact in zip(counts, (exact2, exact3)):
         assert chi_square_pvalue(observed, exact) > ALPHA
 

@@ -1,0 +1,169 @@
+"""Jacobi drafting, guided (CFG + masked) verifiers, group and additive rules: exact where promised."""
+import pytest
+import torch
+
+import multispec
+from multispec.acceptance import AdditiveTolerance, GroupAcceptance, NeighborhoodRelaxation, neighbor_table
+from multispec.drafters import DraftModel, Jacobi
+from multispec.guidance import GuidedLM
+
+from conftest import ARCHS, VOCAB, hf_greedy, prompts, tiny_model
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("window", [1, 4, 16])
+def test_jacobi_greedy_matches_hf(arch, window):
+    target = tiny_model(arch)
+    for ids in prompts(6, seed=11):
+        out = multispec.generate(target, ids, drafter=Jacobi(VOCAB, window=window), max_new_tokens=20)
+        assert torch.equal(out.sequences, hf_greedy(target, ids, 20))
+
+
+def test_jacobi_window_comes_from_the_stale_predictions():
+    """After accepting n of γ, the next window starts with p[n+1:] (argmax / sampled) and q = those rows."""
+    from multispec.drafters import Feedback
+    from multispec.sampling import Sampling
+    drafter = Jacobi(VOCAB, window=6, init_tokens=torch.arange(10, 20))
+    p = torch.softmax(5 * torch.randn(5, VOCAB, generator=torch.Generator().manual_seed(0)), -1)
+    drafter.observe(Feedback(4, 1, p))
+    draft = drafter.propose(torch.tensor([1, 2, 3]), 16, Sampling(0.0), torch.Generator().manual_seed(0))
+    assert torch.equal(draft.tokens[:3], p[2:].argmax(-1))
+    assert ((draft.tokens[3:] >= 10) & (draft.tokens[3:] < 20)).all() and draft.tokens.shape[0] == 6
+    assert torch.equal(draft.probs[:3], p[2:]) and torch.allclose(draft.probs[3:, 10:20], torch.full((3, 10), 0.1))
+    drafter.observe(Feedback(6, 6, torch.softmax(torch.randn(7, VOCAB), -1)))  # full accept: nothing stale
+    assert drafter.propose(torch.tensor([1]), 2, Sampling(0.0), None).tokens.shape[0] == 2
+
+
+def test_jacobi_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="window"):
+        Jacobi(VOCAB, window=0)
+    with pytest.raises(ValueError, match="init_tokens"):
+        Jacobi(VOCAB, init_tokens=torch.tensor([VOCAB]))
+
+
+def manual_guided_logits(model, cond, uncond, scale):
+    with torch.no_grad():
+        c = model(cond[None]).logits[0].float()
+        u = model(uncond[None]).logits[0].float()
+    return u + scale * (c - u)
+
+
+def test_guided_logits_and_rollback_match_full_forwards():
+    model = tiny_model("llama")
+    seq = torch.tensor([5, 7, 1, 9, 3, 3, 8, 2])
+    uncond = seq.clone()
+    uncond[:2] = torch.tensor([0, 0])
+    allowed = torch.zeros(VOCAB, dtype=torch.bool)
+    allowed[10:60] = True
+    lm = GuidedLM(model, guidance_scale=3.0, unconditional_prefix=torch.tensor([0, 0]), allowed_tokens=allowed)
+    expected = manual_guided_logits(model, seq, uncond, 3.0).masked_fill(~allowed, float("-inf"))
+    with torch.no_grad():
+        got = torch.cat([lm.forward(seq[:1]), lm.forward(seq[1:5]), lm.forward(seq[5:])])
+        assert torch.allclose(got, expected, atol=1e-4)
+        lm.rollback(3)  # drop 3 positions, re-feed different tokens
+        alt = torch.tensor([4, 4, 4])
+        again = lm.forward(alt)
+    seq2 = torch.cat([seq[:3], alt])
+    uncond2 = seq2.clone()
+    uncond2[:2] = 0
+    ref = manual_guided_logits(model, seq2, uncond2, 3.0)[3:].masked_fill(~allowed, float("-inf"))
+    assert torch.allclose(again, ref, atol=1e-4)
+
+
+def test_guided_decoding_is_exact_for_every_drafter():
+    """Greedy with CFG: plain, draft model (same guidance) and Jacobi give the same tokens."""
+    target, small = tiny_model("llama"), tiny_model("llama", layers=1, hidden=16, seed=7)
+    allowed = torch.ones(VOCAB, dtype=torch.bool)
+    allowed[:4] = False  # "class tokens" are never generated
+
+    def guided(model):
+        return GuidedLM(model, guidance_scale=2.5, unconditional_prefix=torch.tensor([0]), allowed_tokens=allowed)
+
+    for cls in (1, 2, 3):
+        ids = torch.tensor([[cls]])
+        plain = multispec.generate(guided(target), ids, max_new_tokens=24).sequences
+        assert (plain[0, 1:] >= 4).all()
+        for drafter in (DraftModel(guided(small), num_draft_tokens=3), Jacobi(VOCAB, window=6),
+                        DraftModel(guided(target), num_draft_tokens=4)):
+            out = multispec.generate(guided(target), ids, drafter=drafter, max_new_tokens=24)
+            assert torch.equal(out.sequences, plain)
+
+
+def test_guidance_needs_an_unconditional_prefix():
+    with pytest.raises(ValueError, match="unconditional_prefix"):
+        GuidedLM(tiny_model("llama"), guidance_scale=2.0)
+    with pytest.raises(ValueError, match="allowed_tokens"):
+        GuidedLM(tiny_model("llama"), allowed_tokens=torch.ones(3, dtype=torch.bool))
+
+
+def random_case(seed, v=32, gamma=5):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.softmax(3 * torch.randn(gamma + 1, v, generator=g), -1)
+    q = torch.softmax(3 * torch.randn(gamma, v, generator=g), -1)
+    x = torch.multinomial(q, 1, generator=g).squeeze(1)
+    return x, q, p
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_zero_budget_rules_decide_like_the_exact_rule(greedy):
+    emb = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    exact = multispec.SpeculativeSampling()
+    for rule in (GroupAcceptance(emb, group_size=1), AdditiveTolerance(0.0), NeighborhoodRelaxation(emb, delta=0.0)):
+        for seed in range(20):
+            x, q, p = random_case(seed)
+            a = exact(x, q, p, greedy=greedy, generator=torch.Generator().manual_seed(seed))
+            b = rule(x, q, p, greedy=greedy, generator=torch.Generator().manual_seed(seed))
+            assert (a.num_accepted, a.next_token) == (b.num_accepted, b.next_token)
+
+
+def test_relaxed_rules_accept_more_but_never_a_zero_probability_token():
+    emb = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    rules = [GroupAcceptance(emb, group_size=6), AdditiveTolerance(0.3), NeighborhoodRelaxation(emb, k=8, delta=0.5)]
+    for rule in rules:
+        more = 0
+        for seed in range(30):
+            x, q, p = random_case(seed)
+            exact = multispec.SpeculativeSampling()(x, q, p, greedy=False, generator=torch.Generator().manual_seed(1))
+            relaxed = rule(x, q, p, greedy=False, generator=torch.Generator().manual_seed(1))
+            more += relaxed.num_accepted - exact.num_accepted
+            assert relaxed.num_accepted >= exact.num_accepted
+            p0 = p.clone()
+            p0[0, x[0]] = 0.0  # the target forbids the first drafted token
+            for greedy in (True, False):
+                assert rule(x, q, p0, greedy=greedy, generator=torch.Generator().manual_seed(2)).num_accepted == 0
+        assert more > 0, type(rule).__name__
+
+
+def test_group_rule_uses_group_mass_ratio():
+    emb = torch.tensor([[0.0], [0.1], [5.0], [5.1]])
+    rule = GroupAcceptance(emb, group_size=2)  # groups {0,1} and {2,3}
+    p = torch.tensor([[0.0, 0.5, 0.25, 0.25], [0.25] * 4])
+    q = torch.tensor([[0.5, 0.0, 0.25, 0.25]])
+    x = torch.tensor([0])  # p(x) = 0: never accepted even though P(G) = Q(G)
+    assert rule(x, q, p, greedy=False).num_accepted == 0
+    x = torch.tensor([2])
+    assert float(rule.relax(x, q, p, greedy=False)[0]) == pytest.approx(0.25)  # q·min(1, 0.5/0.5)
+
+
+def test_neighbor_table_stays_inside_each_codebook():
+    books = [(4, torch.randn(8, 3)), (12, torch.randn(8, 3))]
+    table = neighbor_table(books, 24, k=10)
+    assert (table[:4] == -1).all() and (table[20:] == -1).all()
+    first, second = table[4:12], table[12:20]
+    assert ((first[first >= 0] >= 4) & (first[first >= 0] < 12)).all()
+    assert ((second[second >= 0] >= 12) & (second[second >= 0] < 20)).all()
+    assert (first[:, 7:] == -1).all()  # only 7 others in a codebook of 8
+    rule = NeighborhoodRelaxation.from_codebooks(books, 24, k=10, delta=0.2)
+    x, q, p = random_case(0, v=24)
+    assert rule.relax(x, q, p, greedy=False).shape == x.shape
+
+
+def test_additive_tolerance_per_token_beta():
+    beta = torch.zeros(32)
+    beta[16:] = 1.0  # tokens 16.. always pass (given p > 0), the rest exactly
+    rule = AdditiveTolerance(beta)
+    x = torch.tensor([20, 20, 3])
+    _, q, p = random_case(3)
+    assert rule(x, q, p, greedy=False, generator=torch.Generator().manual_seed(0)).num_accepted >= 2
+    with pytest.raises(ValueError, match="beta"):
+        AdditiveTolerance(-0.1)
