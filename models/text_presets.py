@@ -29,8 +29,9 @@ class ModelShape:
     max_positions: int = 1024
     rope_theta: float = 10000.0
 
-    def config(self, vocab_size: int = VOCAB_SIZE) -> LlamaConfig:
-        """A ``LlamaConfig`` for this shape with the bundled tokenizer's special ids."""
+    def config(self, vocab_size: int = VOCAB_SIZE, bos: int = EOS_ID, eos: int = EOS_ID,
+               pad: int = PAD_ID) -> LlamaConfig:
+        """A ``LlamaConfig`` for this shape (default: the bundled text tokenizer's special ids)."""
         if self.hidden % self.heads or self.heads % self.kv_heads:
             raise ValueError(f"heads {self.heads}/{self.kv_heads} do not divide hidden {self.hidden}")
         return LlamaConfig(
@@ -43,9 +44,9 @@ class ModelShape:
             max_position_embeddings=self.max_positions,
             rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
             tie_word_embeddings=True,
-            bos_token_id=EOS_ID,
-            eos_token_id=EOS_ID,
-            pad_token_id=PAD_ID,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            pad_token_id=pad,
             rms_norm_eps=1e-5,
         )
 
@@ -86,8 +87,8 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
-class TextPreset:
-    """Everything needed to train the bundled target and drafter on one kind of machine."""
+class ModelPreset:
+    """Everything needed to train a bundled target and drafter on one kind of machine."""
 
     name: str
     target: ModelShape
@@ -103,7 +104,7 @@ class TextPreset:
     def train_spec(self, which: str) -> TrainSpec:
         return {"target": self.target_train, "draft": self.draft_train}[which]
 
-    def with_overrides(self, **spec_overrides) -> "TextPreset":
+    def with_overrides(self, **spec_overrides) -> "ModelPreset":
         """Copy with the given ``TrainSpec`` fields replaced for both models (None = keep)."""
         kv = {k: v for k, v in spec_overrides.items() if v is not None}
         if not kv:
@@ -118,8 +119,8 @@ GPU_DRAFT = ModelShape(hidden=256, layers=1, heads=4, kv_heads=4, intermediate=7
 CPU_TARGET = ModelShape(hidden=256, layers=6, heads=4, kv_heads=4, intermediate=704)
 CPU_DRAFT = ModelShape(hidden=128, layers=1, heads=2, kv_heads=2, intermediate=384)
 
-PRESETS: dict[str, TextPreset] = {
-    "gpu": TextPreset(
+PRESETS: dict[str, ModelPreset] = {
+    "gpu": ModelPreset(
         name="gpu",
         target=GPU_TARGET,
         draft=GPU_DRAFT,
@@ -131,7 +132,7 @@ PRESETS: dict[str, TextPreset] = {
         notes="One H100, bf16 autocast: about 7.5 minutes for both models (time-bound); the drafter "
               "is distilled from the trained target.",
     ),
-    "cpu": TextPreset(
+    "cpu": ModelPreset(
         name="cpu",
         target=CPU_TARGET,
         draft=CPU_DRAFT,
@@ -146,7 +147,7 @@ PRESETS: dict[str, TextPreset] = {
 }
 
 
-def get_preset(name: str) -> TextPreset:
+def get_preset(name: str) -> ModelPreset:
     try:
         return PRESETS[name]
     except KeyError:

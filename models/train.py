@@ -1,9 +1,13 @@
-"""Train the bundled text target and drafter (``LlamaForCausalLM``) on the uint16 token files.
+"""Train the bundled target and drafter (``LlamaForCausalLM``) of a modality.
 
     python -m models.train text --preset gpu|cpu [--which target|draft|both] [--out DIR]
                            [--resume] [--max-minutes M] [--max-steps N] ...
+    python -m models.train image|speech --preset gpu|cpu|smoke ...   (see models/seq_train.py)
 
-Each model trains on random windows of ``runs/text/tokens/train.bin`` (AdamW, linear warmup then
+Text trains on random windows of a token file; image and speech on padded token sequences with a
+loss mask (``models.seq_train``). The loop below is shared.
+
+Each text model trains on random windows of ``runs/text/tokens/train.bin`` (AdamW, linear warmup then
 cosine, bf16 autocast on CUDA), is evaluated on fixed held-out windows, checkpoints to
 ``OUT/work/<which>/`` (safetensors + JSON, resumable with ``--resume``), logs to
 ``OUT/<which>.log.jsonl`` and is finally exported in bf16 with the tokenizer to ``OUT/<which>/``
@@ -31,7 +35,7 @@ from transformers import LlamaForCausalLM
 
 from models.checkpoint import (find_checkpoint, load_checkpoint, load_weights, save_checkpoint,
                                save_weights)
-from models.text_presets import ModelShape, TextPreset, TrainSpec, get_preset
+from models.text_presets import ModelPreset, ModelShape, TrainSpec, get_preset
 
 WHICH = ("target", "draft")  # training order for --which both: the drafter is distilled from the target
 EXPORT_SHARD = "14MB"  # every bundled safetensors file stays under 15 MB
@@ -46,11 +50,11 @@ class TokenWindows:
         if len(self.data) <= seq_len + 1:
             raise ValueError(f"{path}: {len(self.data)} tokens, fewer than one window")
 
-    def sample(self, batch: int, rng: np.random.Generator) -> torch.Tensor:
-        """[batch, seq_len + 1] int64: inputs are [:, :-1], targets [:, 1:]."""
+    def sample(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, None]:
+        """([batch, seq_len + 1] int64, no loss mask): inputs are [:, :-1], targets [:, 1:]."""
         starts = rng.integers(0, len(self.data) - self.seq_len - 1, size=batch)
         idx = starts[:, None] + np.arange(self.seq_len + 1)[None, :]
-        return torch.from_numpy(self.data[idx].astype(np.int64))
+        return torch.from_numpy(self.data[idx].astype(np.int64)), None
 
 
 def heldout_windows(path: Path, seq_len: int, max_tokens: int) -> torch.Tensor:
@@ -66,30 +70,41 @@ def heldout_windows(path: Path, seq_len: int, max_tokens: int) -> torch.Tensor:
 
 
 def lm_loss(model: torch.nn.Module, batch: torch.Tensor, teacher: torch.nn.Module | None = None,
-            distill: float = 0.0) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) of a [B, T + 1] batch; with a teacher, mixed with
-    ``distill`` × KL(p_teacher ‖ q_model), which trains a drafter to agree with its target."""
+            distill: float = 0.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) of a [B, T + 1] batch over the targets where ``mask``
+    [B, T] is true (all when None); with a teacher, mixed with ``distill`` × KL(p_teacher ‖ q_model),
+    which trains a drafter to agree with its target."""
     logits = model(input_ids=batch[:, :-1], use_cache=False).logits.float().flatten(0, 1)  # [B·T, V]
-    loss = F.cross_entropy(logits, batch[:, 1:].flatten())
+    keep = None if mask is None else mask.flatten()
+    if keep is not None:
+        logits = logits[keep]
+    targets = batch[:, 1:].flatten() if keep is None else batch[:, 1:].flatten()[keep]
+    loss = F.cross_entropy(logits, targets)
     if teacher is None or distill == 0.0:
         return loss
     with torch.no_grad():
         p_log = F.log_softmax(teacher(input_ids=batch[:, :-1], use_cache=False).logits.float().flatten(0, 1), -1)
+    if keep is not None:
+        p_log = p_log[keep]
     kl = F.kl_div(F.log_softmax(logits, -1), p_log, log_target=True, reduction="batchmean")
     return (1 - distill) * loss + distill * kl
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch: int, device: torch.device,
-             amp: bool) -> float:
+             amp: bool, mask: torch.Tensor | None = None) -> float:
+    """Mean held-out loss per scored token of ``windows`` [n, T + 1] (``mask`` [n, T] picks targets)."""
     model.eval()
-    total = torch.zeros((), device=device)
+    total, count = torch.zeros((), device=device), 0
     for i in range(0, len(windows), batch):
         chunk = windows[i:i + batch].to(device, non_blocking=True)
+        keep = None if mask is None else mask[i:i + batch].to(device)
+        scored = chunk[:, 1:].numel() if keep is None else int(keep.sum())
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            total += lm_loss(model, chunk) * len(chunk)
+            total += lm_loss(model, chunk, mask=keep) * scored
+        count += scored
     model.train()
-    return total.item() / len(windows)
+    return total.item() / count
 
 
 def lr_at(spec: TrainSpec, step: int, elapsed: float, budget_s: float) -> float:
@@ -133,9 +148,33 @@ def truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, tokenizer_dir: Path,
-                budget_s: float, resume: bool, device: torch.device, compile_model: bool) -> Path:
-    """Train one model (resuming if asked) and export it; returns the export directory."""
+class TextData:
+    """Random windows of the training token file and fixed held-out windows (no loss mask)."""
+
+    def __init__(self, data_dir: Path, spec: TrainSpec):
+        self.windows = TokenWindows(data_dir / "train.bin", spec.seq_len)
+        self.heldout = heldout_windows(data_dir / "heldout.bin", spec.seq_len, spec.eval_tokens)
+        self.heldout_mask = None
+
+    def sample(self, batch: int, rng: np.random.Generator):
+        return self.windows.sample(batch, rng)
+
+
+def save_text_tokenizer(tokenizer_dir: Path):
+    def save(export_dir: Path) -> None:
+        from transformers import AutoTokenizer
+        AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(export_dir))
+    return save
+
+
+def train_model(which: str, preset: ModelPreset, out: Path, make_data, budget_s: float, resume: bool,
+                device: torch.device, compile_model: bool, config=None, save_extra=None) -> Path:
+    """Train one model (resuming if asked) and export it; returns the export directory.
+
+    ``make_data(spec)`` gives an object with ``sample(batch, rng) -> (tokens [B, T+1], mask [B, T]
+    or None)``, ``heldout`` [n, T+1] and ``heldout_mask``; ``config`` is the model config (default:
+    the text shape's); ``save_extra(export_dir)`` writes what else the export needs (tokenizer...).
+    """
     shape: ModelShape = preset.shape(which)
     spec: TrainSpec = preset.train_spec(which)
     work, log_path, export_dir = out / "work" / which, out / f"{which}.log.jsonl", out / which
@@ -144,7 +183,7 @@ def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, token
 
     seed = preset.seed + WHICH.index(which)
     torch.manual_seed(seed)  # weight init; this is the training entry point
-    model = LlamaForCausalLM(shape.config()).to(device)
+    model = LlamaForCausalLM(config or shape.config()).to(device)
     opt = make_optimizer(model, spec, device)
     state = {"step": 0, "elapsed_s": 0.0, "best_heldout": None,
              "rng": np.random.default_rng(seed).bit_generator.state,
@@ -165,8 +204,7 @@ def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, token
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[{which}] {shape} {n_params / 1e6:.2f}M params on {device}, "
           f"budget {budget_s / 60:.1f} min, <= {spec.max_steps} steps", flush=True)
-    windows = TokenWindows(data_dir / "train.bin", spec.seq_len)
-    held = heldout_windows(data_dir / "heldout.bin", spec.seq_len, spec.eval_tokens)
+    data = make_data(spec)
     fwd = torch.compile(model) if compile_model else model
     teacher = None
     if which == "draft" and spec.distill > 0:
@@ -180,7 +218,7 @@ def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, token
             f.write(json.dumps(rec) + "\n")
 
     def eval_and_keep_best() -> float:
-        loss = evaluate(fwd, held, spec.batch_size, device, amp)
+        loss = evaluate(fwd, data.heldout, spec.batch_size, device, amp, data.heldout_mask)
         if state["best_heldout"] is None or loss < state["best_heldout"]:
             state["best_heldout"] = loss
             save_weights(best_path, model)
@@ -212,9 +250,11 @@ def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, token
         lr = lr_at(spec, step, elapsed, budget_s)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = windows.sample(spec.batch_size, rng).to(device, non_blocking=True)
+        batch, mask = data.sample(spec.batch_size, rng)
+        batch = batch.to(device, non_blocking=True)
+        mask = None if mask is None else mask.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = lm_loss(fwd, batch, teacher, spec.distill)
+            loss = lm_loss(fwd, batch, teacher, spec.distill, mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
         opt.step()
@@ -241,19 +281,18 @@ def train_model(which: str, preset: TextPreset, out: Path, data_dir: Path, token
             state["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
             checkpoint()
     bar.close()
-    return export(model, best_path, export_dir, tokenizer_dir, state, n_params, device)
+    return export(model, best_path, export_dir, save_extra, state, n_params, device)
 
 
-def export(model: LlamaForCausalLM, best_path: Path, export_dir: Path, tokenizer_dir: Path,
-           state: dict, n_params: int, device: torch.device) -> Path:
-    """Save the best held-out weights in bf16 (shards under 15 MB) with the tokenizer."""
-    from transformers import AutoTokenizer
-
+def export(model: LlamaForCausalLM, best_path: Path, export_dir: Path, save_extra, state: dict,
+           n_params: int, device: torch.device) -> Path:
+    """Save the best held-out weights in bf16 (shards under 15 MB) and what ``save_extra`` adds."""
     if best_path.exists():
         load_weights(best_path, model, device)
     model = model.to("cpu", torch.bfloat16).eval()
     model.save_pretrained(str(export_dir), max_shard_size=EXPORT_SHARD)
-    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(export_dir))
+    if save_extra is not None:
+        save_extra(export_dir)
     summary = {k: state[k] for k in ("preset", "shape", "train", "step", "elapsed_s")}
     summary.update(params=n_params, tokens_seen=state["step"] * state["train"]["batch_size"]
                    * state["train"]["seq_len"], best_heldout_loss=state["best_heldout"],
@@ -267,7 +306,12 @@ def export(model: LlamaForCausalLM, best_path: Path, export_dir: Path, tokenizer
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train the bundled target and drafter models.")
-    ap.add_argument("modality", choices=["text"])
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] in ("image", "speech"):
+        from models import seq_train
+        return seq_train.main(argv)
+    ap.add_argument("modality", choices=["text", "image", "speech"])
     ap.add_argument("--preset", required=True, choices=["cpu", "gpu"])
     ap.add_argument("--which", default="both", choices=["target", "draft", "both"])
     ap.add_argument("--out", type=Path, help="default runs/text/train-<preset>")
@@ -303,8 +347,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     for w in whiches:
         # ~3% of each share is left for evaluation, checkpointing and export
-        train_model(w, preset, out, args.data, args.tokenizer, 60 * minutes[w] * 0.97,
-                    args.resume, torch.device(args.device), args.compile)
+        train_model(w, preset, out, lambda spec: TextData(args.data, spec), 60 * minutes[w] * 0.97,
+                    args.resume, torch.device(args.device), args.compile,
+                    save_extra=save_text_tokenizer(args.tokenizer))
         if Stop.requested:
             raise SystemExit(f"interrupted: checkpoint and export of {w!r} saved; rerun with --resume")
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min -> {out}")

@@ -1,9 +1,12 @@
-"""Registry of the bundled checkpoints: ``list()``, ``path(name)``, ``load(name) -> (model, tokenizer)``.
+"""Registry of the bundled checkpoints: ``list()``, ``path(name)``, ``load(name)``.
 
-Every checkpoint folder under ``models/checkpoints/`` holds a ``save_pretrained`` model (safetensors),
-its tokenizer, a model card (README.md) and ``checksums.json`` (sha256 of each file). Loading checks
-the checksums first and refuses missing or unexpected weights, so a corrupt or partial checkpoint
-raises a clear error instead of yielding a half-loaded model.
+Every checkpoint folder under ``models/checkpoints/`` holds safetensors weights with their config,
+a model card (README.md) and ``checksums.json`` (sha256 of each file). Loading checks the checksums
+first and refuses missing or unexpected weights, so a corrupt or partial checkpoint raises a clear
+error instead of yielding a half-loaded model. What ``load`` returns depends on the entry's kind:
+text models -> (model, tokenizer); image/speech models -> (model, vocabulary meta dict); the VQ
+tokenizer -> ``ImageTokenizer``; the speech codec -> ``MelRVQCodec``; the image classifier -> the
+in-domain classifier module.
 """
 from __future__ import annotations
 
@@ -16,25 +19,48 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
-ENTRIES = {
-    "text-target": "text-target",
-    "text-draft": "text-draft",
+ENTRIES = {  # name -> kind (the folder under checkpoints/ has the entry's name)
+    "text-target": "text",
+    "text-draft": "text",
+    "image-vq": "vq",
+    "image-target": "token-lm",
+    "image-draft": "token-lm",
+    "image-classifier": "classifier",
+    "speech-codec": "codec",
+    "speech-target": "token-lm",
+    "speech-draft": "token-lm",
 }
 TEXT_PROMPTS = ROOT / "text" / "prompts_heldout.jsonl"
+IMAGE_HELDOUT = ROOT / "image" / "heldout_images.npz"
+SPEECH_PROMPTS = ROOT / "speech" / "sentences_heldout.jsonl"
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - the registry's public verb
     """Names of the bundled checkpoints that are present."""
-    return [name for name, folder in ENTRIES.items() if (CHECKPOINTS / folder / "config.json").is_file()]
+    return [name for name in ENTRIES if (CHECKPOINTS / name / "checksums.json").is_file()]
 
 
 def path(name: str) -> pathlib.Path:
     if name not in ENTRIES:
         raise KeyError(f"unknown bundled model {name!r}; known: {', '.join(ENTRIES)}")
-    folder = CHECKPOINTS / ENTRIES[name]
-    if not (folder / "config.json").is_file():
+    folder = CHECKPOINTS / name
+    if not (folder / "checksums.json").is_file():
         raise FileNotFoundError(f"bundled model {name!r} is not installed at {folder}")
     return folder
+
+
+def image_heldout_images():
+    """Held-out real emoji images, float [N, 3, 32, 32] in [−1, 1] (the reference set of feature-FD)."""
+    import numpy as np
+    if not IMAGE_HELDOUT.is_file():
+        raise FileNotFoundError(f"held-out image file missing: {IMAGE_HELDOUT}")
+    with np.load(IMAGE_HELDOUT) as f:
+        images = torch.from_numpy(f["images"])  # uint8 [N, H, W, 3]
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def load_image_classifier():
+    return load("image-classifier")
 
 
 def text_prompts_path() -> pathlib.Path:
@@ -70,22 +96,40 @@ def verify(folder: pathlib.Path) -> None:
 
 
 def load(name: str, dtype: torch.dtype = torch.float32, device: str | None = None):
-    """(model in eval mode, tokenizer) for a bundled checkpoint, after verifying its files."""
-    return load_folder(path(name), dtype, device)
-
-
-def load_folder(folder: pathlib.Path, dtype: torch.dtype = torch.float32, device: str | None = None):
-    """(model in eval mode, tokenizer) from a checkpoint folder with checksums.json."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = pathlib.Path(folder)
-    name = folder.name
+    """The bundled checkpoint ``name`` after verifying its files (see the module docstring)."""
+    folder = path(name)
+    kind = ENTRIES[name]
+    if kind == "text":
+        return load_folder(folder, dtype, device)
     verify(folder)
+    if kind == "token-lm":
+        model = _load_causal_lm(folder, dtype, device)
+        return model, json.loads((folder / "multispec.json").read_text())
+    if kind == "vq":
+        from modalities.image.tokenizer import ImageTokenizer
+        return ImageTokenizer.from_pretrained(folder, device=device or "cpu")
+    if kind == "codec":
+        from modalities.speech.codec import MelRVQCodec
+        return MelRVQCodec.from_pretrained(folder)
+    from models.image_classifier import load_classifier
+    return load_classifier(folder)
+
+
+def _load_causal_lm(folder: pathlib.Path, dtype: torch.dtype, device: str | None):
+    from transformers import AutoModelForCausalLM
+
     model, info = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=dtype,
                                                        output_loading_info=True)
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
-        raise ValueError(f"checkpoint {name}: weights do not match the model: {problems}")
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), AutoTokenizer.from_pretrained(folder)
+        raise ValueError(f"checkpoint {folder.name}: weights do not match the model: {problems}")
+    return (model if device is None else model.to(device)).eval()
+
+
+def load_folder(folder: pathlib.Path, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """(model in eval mode, tokenizer) from a checkpoint folder with checksums.json."""
+    from transformers import AutoTokenizer
+
+    folder = pathlib.Path(folder)
+    verify(folder)
+    return _load_causal_lm(folder, dtype, device), AutoTokenizer.from_pretrained(folder)

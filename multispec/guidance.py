@@ -14,7 +14,7 @@ import torch
 
 from .lm import CachedLM
 
-AllowedTokens = Callable[[torch.Tensor], torch.Tensor]  # positions [n] -> allowed [n, V] bool
+AllowedTokens = Callable[[torch.Tensor], torch.Tensor]  # predicted positions [n] -> allowed [n, V] bool
 
 
 class GuidedLM(CachedLM):
@@ -24,8 +24,8 @@ class GuidedLM(CachedLM):
         model: a transformers causal LM.
         guidance_scale: s; 1.0 runs the conditional sequence alone (no guidance).
         unconditional_prefix: [k] tokens that replace the first k tokens of the unconditional twin.
-        allowed_tokens: a bool mask [V] for every position, or a function of absolute positions [n]
-            returning [n, V]; None allows every token.
+        allowed_tokens: a bool mask [V] for every position, or a function of the absolute positions
+            [n] of the tokens being predicted returning [n, V]; None allows every token.
     """
 
     def __init__(self, model: torch.nn.Module, guidance_scale: float = 1.0,
@@ -59,7 +59,8 @@ class GuidedLM(CachedLM):
             cond_logits, uncond_logits = self._run(torch.stack([tokens, uncond]), last_only).float()
             logits = uncond_logits + self.guidance_scale * (cond_logits - uncond_logits)
         if self.allowed_tokens is not None:
-            positions = torch.arange(start, start + tokens.shape[0], device=tokens.device)[-logits.shape[0]:]
+            # logits row i predicts the token at position start + i + 1
+            positions = torch.arange(start + 1, start + tokens.shape[0] + 1, device=tokens.device)[-logits.shape[0]:]
             allowed = self.allowed_tokens
             allowed = allowed.expand(positions.shape[0], -1) if isinstance(allowed, torch.Tensor) \
                 else allowed(positions)
