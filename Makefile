@@ -16,12 +16,16 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python demos/text_generation.py
+	$(BIN)/python demos/image_synthesis.py
+	$(BIN)/python demos/speech_generation.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
 	$(BIN)/multispec bench text
+	$(BIN)/multispec bench image
+	$(BIN)/multispec bench speech
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -54,7 +54,7 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
             _spec(max_steps=3000, batch_size=32, seq_len=0, lr=2e-3, minutes=8, distill=0.8),
             "2 CPU cores, fp32: under 40 minutes for both models."),
         "gpu": _preset(
-            "gpu", ModelShape(hidden=384, layers=8, heads=6, kv_heads=6, intermediate=1024, max_positions=128),
+            "gpu", ModelShape(hidden=320, layers=8, heads=5, kv_heads=5, intermediate=864, max_positions=128),
             ModelShape(hidden=128, layers=1, heads=2, kv_heads=2, intermediate=384, max_positions=128),
             _spec(max_steps=6000, batch_size=256, seq_len=0, lr=1e-3, minutes=2.5, warmup_steps=200),
             _spec(max_steps=4000, batch_size=256, seq_len=0, lr=2e-3, minutes=1.0, distill=0.8),
@@ -69,11 +69,11 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
             _spec(max_steps=2000, batch_size=8, seq_len=0, lr=2e-3, minutes=10, distill=0.8),
             "2 CPU cores, fp32: under 60 minutes for both models."),
         "gpu": _preset(
-            "gpu", ModelShape(hidden=384, layers=8, heads=6, kv_heads=6, intermediate=1024, max_positions=1024),
-            ModelShape(hidden=128, layers=1, heads=2, kv_heads=2, intermediate=384, max_positions=1024),
-            _spec(max_steps=8000, batch_size=48, seq_len=0, lr=1e-3, minutes=3.0, warmup_steps=200),
+            "gpu", ModelShape(hidden=320, layers=8, heads=5, kv_heads=5, intermediate=864, max_positions=1024),
+            ModelShape(hidden=192, layers=1, heads=3, kv_heads=3, intermediate=512, max_positions=1024),
+            _spec(max_steps=8000, batch_size=48, seq_len=0, lr=1e-3, minutes=3.5, warmup_steps=200),
             _spec(max_steps=4000, batch_size=48, seq_len=0, lr=2e-3, minutes=1.0, distill=0.8),
-            "One H100, bf16 autocast: about 4 minutes for both models."),
+            "One H100, bf16 autocast: about 4.5 minutes for both models."),
     },
 }
 

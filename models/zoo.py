@@ -50,13 +50,14 @@ def path(name: str) -> pathlib.Path:
 
 
 def image_heldout_images():
-    """Held-out real emoji images, float [N, 3, 32, 32] in [−1, 1] (the reference set of feature-FD)."""
+    """Held-out real emoji images (the reference set of feature-FD): (float [N, 3, 32, 32] in
+    [−1, 1], class labels [N])."""
     import numpy as np
     if not IMAGE_HELDOUT.is_file():
         raise FileNotFoundError(f"held-out image file missing: {IMAGE_HELDOUT}")
     with np.load(IMAGE_HELDOUT) as f:
-        images = torch.from_numpy(f["images"])  # uint8 [N, H, W, 3]
-    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        images, labels = torch.from_numpy(f["images"]), torch.from_numpy(f["labels"])  # uint8 [N, H, W, 3]
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0), labels
 
 
 def load_image_classifier():

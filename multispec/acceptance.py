@@ -99,6 +99,25 @@ class AcceptanceRule:
                       greedy=greedy, generator=generator)
 
 
+class ExactWhereTargetPrefers(AcceptanceRule):
+    """Wrap a relaxed rule so positions whose most likely target token is in ``token_ids`` are judged
+    exactly (e.g. end-of-sequence: a tolerance must not talk the model out of stopping)."""
+
+    lossless = False
+
+    def __init__(self, rule: AcceptanceRule, token_ids):
+        self.rule = rule
+        self.token_ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
+
+    def relax(self, draft_tokens, draft_probs, target_probs, greedy):
+        relaxed = self.rule.relax(draft_tokens, draft_probs, target_probs, greedy)
+        if relaxed is None:
+            return None
+        top = target_probs[: draft_tokens.shape[0]].argmax(dim=-1)
+        strict = torch.isin(top, self.token_ids.to(top.device))
+        return torch.where(strict, _prob_of(target_probs, draft_tokens), relaxed)
+
+
 class Greedy(AcceptanceRule):
     """Exact match with the target's argmax (lossless under temperature 0)."""
 

@@ -1,11 +1,11 @@
-"""The `multispec` command: each modality registers its own subcommands (text now)."""
+"""The `multispec` command: each modality registers its own subcommands (text, image, speech)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-MODALITY_CLIS = ("modalities.text.cli",)
+MODALITY_CLIS = ("modalities.text.cli", "modalities.image.cli", "modalities.speech.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

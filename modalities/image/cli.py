@@ -1,0 +1,105 @@
+"""`multispec image` and `multispec bench image`: thin argparse layers over the image adapter."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import bench
+from .generation import ACCEPTANCES, DRAFTERS, ImageModels, generate_tokens
+
+
+def load_models(args) -> ImageModels:
+    if args.target is None:
+        try:
+            return ImageModels.from_zoo()
+        except (KeyError, FileNotFoundError) as error:
+            raise ValueError("no bundled image models are installed: pass --target, --vq (and --draft)") from error
+    if args.vq is None:
+        raise ValueError("--target needs --vq (the VQ tokenizer folder)")
+    return ImageModels.from_folders(args.target, args.vq, args.draft)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", help="image model folder (default: bundled image-target)")
+    parser.add_argument("--draft", help="draft model folder (default: bundled image-draft)")
+    parser.add_argument("--vq", help="VQ tokenizer folder (default: bundled image-vq)")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance s")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def run_image(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = load_models(args)
+    models.class_id(args.class_name)  # unknown class: error before any work
+    kwargs = dict(guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
+                  delta=args.delta, group_size=args.group_size)
+    grids, stats = [], []
+    for i in range(args.num_images):
+        sample = generate_tokens(models, args.class_name, args.method, args.acceptance,
+                                 generator=torch.Generator().manual_seed(args.seed + i), **kwargs)
+        grids.append(sample.tokens)
+        stats.append(sample.stats)
+    images = models.tokenizer.decode(torch.stack(grids))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    strip = images[0].__class__.new("RGB", (images[0].width * len(images), images[0].height), "white")
+    for i, image in enumerate(images):
+        strip.paste(image, (i * image.width, 0))
+    strip.resize((strip.width * args.scale, strip.height * args.scale), 0).save(out)
+    wall = sum(s.wall_s for s in stats)
+    line = (f"[{args.method}/{args.acceptance}] {len(images)} image(s) of {args.class_name!r} -> {out}: "
+            f"{sum(s.steps for s in stats) / len(stats):.1f} target forwards/image, "
+            f"τ {sum(s.new_tokens for s in stats) / sum(s.steps for s in stats):.2f}, {wall:.2f} s")
+    if args.compare_plain and args.method != "plain":
+        t0 = time.perf_counter()
+        for i in range(args.num_images):
+            generate_tokens(models, args.class_name, "plain", "exact",
+                            generator=torch.Generator().manual_seed(args.seed + i), **kwargs)
+        plain = time.perf_counter() - t0
+        line += f" | plain {plain:.2f} s, speedup {plain / wall:.2f}x"
+    print(line, file=sys.stderr)
+    return 0
+
+
+def run_bench(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = load_models(args)
+    report = bench.run_report(models, Path(args.out), per_class=args.per_class,
+                              guidance_scale=args.guidance_scale, temperature=args.temperature,
+                              top_k=args.top_k, seed=args.seed, quick=args.quick)
+    print(bench.markdown_table(report["rows"]))
+    print(f"saved to {args.out}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("image", help="generate class-conditional images with speculative decoding")
+    parser.add_argument("--class", dest="class_name", required=True, help="class name (e.g. 'Animals & Nature')")
+    parser.add_argument("--method", choices=DRAFTERS, default="draft", help="drafter")
+    parser.add_argument("--acceptance", choices=ACCEPTANCES, default="lantern")
+    parser.add_argument("--delta", type=float, default=0.2, help="LANTERN budget δ (total-variation mass)")
+    parser.add_argument("--group-size", type=int, default=4, help="GSD group size")
+    parser.add_argument("--num-images", type=int, default=4)
+    parser.add_argument("--scale", type=int, default=4, help="upscaling of the saved PNG")
+    parser.add_argument("-o", "--output", default="runs/image/sample.png")
+    parser.add_argument("--compare-plain", action=argparse.BooleanOptionalAction, default=True)
+    _common(parser)
+    parser.set_defaults(run=run_image)
+
+
+def register_bench(subparsers) -> None:
+    parser = subparsers.add_parser("image", help="speed against quality of image decoding methods")
+    parser.add_argument("--per-class", type=int, default=8, help="images per class and method")
+    parser.add_argument("--quick", action="store_true", help="plain, draft, sjd and one relaxed method only")
+    parser.add_argument("--out", default="runs/bench/image")
+    _common(parser)
+    parser.set_defaults(run=run_bench)

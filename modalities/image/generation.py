@@ -1,0 +1,157 @@
+"""Class label in, image out: the AR image model through the multispec core, with CFG and relaxations.
+
+The image model is a transformers causal LM over [class token] + h·w VQ codes (see
+``models/image_tokens.py`` for the vocabulary). Target and drafter are wrapped in the same
+:class:`~multispec.guidance.GuidedLM` (classifier-free guidance against the null class, codes-only
+mask), so exact methods reproduce plain guided decoding. Methods: a drafter (``plain``, ``draft``
+model, ``sjd`` Jacobi window) and an acceptance rule (``exact``, ``lantern`` neighbourhoods of the
+VQ codebook with budget δ, ``gsd`` groups of nearest codes).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import multispec
+from multispec.acceptance import GroupAcceptance, NeighborhoodRelaxation, neighbor_table
+from multispec.drafters import DraftModel, Jacobi
+from multispec.guidance import GuidedLM
+
+DRAFTERS = ("plain", "draft", "sjd")
+ACCEPTANCES = ("exact", "lantern", "gsd")
+META_FILE = "multispec.json"
+
+
+@dataclass
+class ImageModels:
+    """The bundled (or user's) image target, optional drafter, VQ tokenizer and vocabulary layout."""
+
+    target: torch.nn.Module
+    tokenizer: object  # modalities.image.tokenizer.ImageTokenizer
+    meta: dict
+    draft: torch.nn.Module | None = None
+    _neighbors: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_folders(cls, target: str | Path, vq: str | Path, draft: str | Path | None = None,
+                     dtype: torch.dtype = torch.float32) -> "ImageModels":
+        from transformers import AutoModelForCausalLM
+        from .tokenizer import ImageTokenizer
+
+        def load(folder):
+            return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=dtype).eval()
+
+        meta_path = Path(target) / META_FILE
+        if not meta_path.is_file():
+            raise ValueError(f"{target} has no {META_FILE}: not a multispec image model folder")
+        return cls(load(target), ImageTokenizer.from_pretrained(vq), json.loads(meta_path.read_text()),
+                   None if draft is None else load(draft))
+
+    @classmethod
+    def from_zoo(cls, with_draft: bool = True) -> "ImageModels":
+        from models import zoo  # verifies checksums before loading
+        target, meta = zoo.load("image-target")
+        draft = zoo.load("image-draft")[0] if with_draft else None
+        return cls(target, zoo.load("image-vq"), meta, draft)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.meta["codebook_size"])
+
+    @property
+    def num_tokens(self) -> int:
+        h, w = self.meta["grid_size"]
+        return h * w
+
+    def class_id(self, label: str | int) -> int:
+        """A class name (case-insensitive) or index -> its index; unknown labels raise."""
+        names = self.class_names
+        if isinstance(label, int) and not isinstance(label, bool):
+            if 0 <= label < len(names):
+                return label
+        elif isinstance(label, str):
+            lowered = [n.lower() for n in names]
+            if label.lower() in lowered:
+                return lowered.index(label.lower())
+        raise ValueError(f"unknown class {label!r}; known classes: {', '.join(names)}")
+
+    def prompt(self, label: str | int) -> torch.Tensor:
+        """[1, 1] the class token."""
+        return torch.tensor([[self.meta["class_token_offset"] + self.class_id(label)]])
+
+    def guided(self, model: torch.nn.Module, guidance_scale: float) -> GuidedLM:
+        codes_only = torch.zeros(self.vocab_size, dtype=torch.bool)
+        codes_only[: self.codebook_size] = True
+        return GuidedLM(model, guidance_scale, torch.tensor(self.meta["unconditional_prefix"]), codes_only)
+
+    def neighbors(self, k: int) -> torch.Tensor:
+        """[V, k] nearest codes of each code by L2 distance in the VQ codebook (cached)."""
+        if k not in self._neighbors:
+            self._neighbors[k] = neighbor_table([(0, self.tokenizer.codebook)], self.vocab_size, k)
+        return self._neighbors[k]
+
+
+def make_drafter(models: ImageModels, drafter: str, guidance_scale: float, num_draft_tokens: int = 4,
+                 window: int = 16, adaptive: bool = True):
+    if drafter == "plain":
+        return None
+    if drafter == "draft":
+        if models.draft is None:
+            raise ValueError("drafter 'draft' needs a draft model")
+        return DraftModel(models.guided(models.draft, guidance_scale), num_draft_tokens=num_draft_tokens,
+                          adaptive=adaptive)
+    if drafter == "sjd":
+        return Jacobi(models.vocab_size, window=window, init_tokens=torch.arange(models.codebook_size))
+    raise ValueError(f"unknown drafter {drafter!r}; choose one of {', '.join(DRAFTERS)}")
+
+
+def make_acceptance(models: ImageModels, acceptance: str, delta: float = 0.1, k: int = 1000,
+                    group_size: int = 4):
+    """None for ``exact`` (the core picks Greedy / SpeculativeSampling); else a relaxed rule."""
+    if acceptance == "exact":
+        return None
+    if acceptance == "lantern":
+        k = min(k, models.codebook_size - 1)
+        return NeighborhoodRelaxation(k=k, delta=delta, neighbors=models.neighbors(k))
+    if acceptance == "gsd":
+        return GroupAcceptance(group_size=group_size, neighbors=models.neighbors(max(1, group_size - 1)))
+    raise ValueError(f"unknown acceptance {acceptance!r}; choose one of {', '.join(ACCEPTANCES)}")
+
+
+@dataclass
+class ImageSample:
+    tokens: torch.Tensor  # [h, w] VQ codes
+    stats: multispec.DecodingStats
+
+
+def generate_tokens(models: ImageModels, label: str | int, drafter: str = "plain", acceptance: str = "exact", *,
+                    guidance_scale: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None, delta: float = 0.1, k: int = 1000, group_size: int = 4,
+                    num_draft_tokens: int = 4, window: int = 16,
+                    generator: torch.Generator | None = None) -> ImageSample:
+    """One image's token grid for a class through the core loop (plain decoding when drafter='plain')."""
+    prompt = models.prompt(label)
+    out = multispec.generate(models.guided(models.target, guidance_scale), prompt,
+                             drafter=make_drafter(models, drafter, guidance_scale, num_draft_tokens, window),
+                             acceptance=make_acceptance(models, acceptance, delta, k, group_size),
+                             max_new_tokens=models.num_tokens, temperature=temperature, top_k=top_k,
+                             top_p=top_p, generator=generator)
+    h, w = models.meta["grid_size"]
+    return ImageSample(out.sequences[0, 1:].view(h, w), out.stats)
+
+
+def generate_image(models: ImageModels, label: str | int, **kwargs):
+    """(PIL image, DecodingStats) for one class; kwargs as :func:`generate_tokens`."""
+    sample = generate_tokens(models, label, **kwargs)
+    return models.tokenizer.decode(sample.tokens[None])[0], sample.stats

@@ -1,0 +1,150 @@
+"""Speed against quality for speech decoding methods: same sentences, seeds and models, one run.
+
+Every method speaks every sentence with the same seed; methods take turns sentence by sentence
+(rotated order) so drift in machine speed is shared. Reported per method: wall-clock speedup over
+plain AR, τ, acceptance, TV mass moved by relaxation, pocketsphinx WER of the decoded audio against
+the input text, the log-mel L1 distance to plain decoding's output with the same seed (over the
+common frames) and the length ratio, and whether the tokens equal plain decoding's.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from multispec import report
+from multispec.report import MethodTally, rotated
+
+from .generation import SpeechModels, generate_codes
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    drafter: str = "plain"
+    acceptance: str = "exact"
+    tolerance: float = 0.1
+    k: int = 3
+
+
+DEFAULT_METHODS = (
+    MethodSpec("plain"),
+    MethodSpec("draft", "draft"),
+    MethodSpec("draft+topk k=2", "draft", "topk", k=2),
+    MethodSpec("draft+topk k=4", "draft", "topk", k=4),
+    MethodSpec("draft+additive β=0.3", "draft", "additive", tolerance=0.3),
+    MethodSpec("draft+neighbors δ=0.2", "draft", "neighbors", tolerance=0.2),
+)
+WITH_JACOBI = DEFAULT_METHODS[:2] + (MethodSpec("sjd", "sjd"), MethodSpec("sjd+topk k=4", "sjd", "topk", k=4))
+QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[3])
+
+
+def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, temperature: float = 0.0,
+        top_k: int | None = None, seed: int = 0, max_seconds: float = 6.0,
+        progress: bool = True) -> list[MethodTally]:
+    """Speak every sentence with every method; one tally per method, ``outputs`` = SpeechSample."""
+    tallies = [MethodTally(spec) for spec in methods]
+    for j, text in enumerate(tqdm(sentences, desc="sentences", disable=not progress, mininterval=5)):
+        for m in rotated(len(methods), j):
+            spec = methods[m]
+
+            def one(spec=spec, text=text, j=j):
+                sample = generate_codes(models, text, spec.drafter, spec.acceptance, temperature=temperature,
+                                        top_k=top_k, max_seconds=max_seconds, tolerance=spec.tolerance, k=spec.k,
+                                        generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
+                return sample, sample.stats
+            tallies[m].timed(one)
+    return tallies
+
+
+def log_mel_distance(models: SpeechModels, frames: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean |log-mel difference| over the frames both decodes have (codec log-mel, no vocoder)."""
+    n = min(frames.shape[0], reference.shape[0])
+    if n == 0:
+        return float("nan")
+    return float((models.codec.dequantize(frames[:n]) - models.codec.dequantize(reference[:n])).abs().mean())
+
+
+def score(models: SpeechModels, results: list[MethodTally], sentences: list[str], wer: bool = True,
+          audio_dir: Path | None = None) -> list[dict]:
+    from .wer import corpus_wer, transcribe
+
+    plain = results[0].outputs
+    rows = []
+    for tally in results:
+        hyps = []
+        for i, sample in enumerate(tally.outputs):
+            wave = models.codec.decode(sample.frames) if sample.frames.shape[0] else torch.zeros(1600)
+            if audio_dir is not None and i < 4:
+                import soundfile
+                audio_dir.mkdir(parents=True, exist_ok=True)
+                name = tally.spec.name.split()[0].replace("+", "_")
+                soundfile.write(audio_dir / f"{name}_{i}.wav", wave.numpy(), models.codec.sample_rate)
+            hyps.append(transcribe(wave) if wer else "")
+        outputs = tally.outputs
+        distances = [log_mel_distance(models, a.frames, b.frames) for a, b in zip(outputs, plain)]
+        lengths = sum(a.frames.shape[0] for a in outputs) / max(1, sum(b.frames.shape[0] for b in plain))
+        rows.append({
+            "method": tally.spec.name, **{k: v for k, v in asdict(tally.spec).items() if k != "name"},
+            "sentences": len(outputs), **tally.speed_columns(results[0].wall_s),
+            "wer": round(corpus_wer(zip(sentences, hyps)), 4) if wer else None,
+            "log_mel_l1_vs_plain": round(sum(distances) / len(outputs), 4), "length_ratio": round(lengths, 3),
+            "identical_to_plain": sum(torch.equal(a.tokens, b.tokens) for a, b in zip(outputs, plain)),
+        })
+    return rows
+
+
+COLUMNS = ("method", "speedup", "tau", "acceptance", "moved_mass_per_token", "wer", "log_mel_l1_vs_plain",
+           "length_ratio", "identical_to_plain")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    return report.markdown_table(rows, COLUMNS)
+
+
+def save_sweep_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("wer", "log_mel_l1_vs_plain")):
+        for family, marker in (("topk", "o"), ("additive", "s"), ("neighbors", "D"), ("exact", "^")):
+            pts = [r for r in rows if r["acceptance"] == family and r[metric] is not None]
+            ax.plot([r["speedup"] for r in pts], [r[metric] for r in pts], marker=marker,
+                    linestyle="-" if family != "exact" else "none", label=family)
+            for r in pts:
+                ax.annotate(r["method"], (r["speedup"], r[metric]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_xlabel("wall-clock speedup over plain AR")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("speech decoding: speed against quality (pocketsphinx WER, codec log-mel)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_report(models: SpeechModels, sentences: list[str], out: Path, *, temperature: float = 0.0,
+               top_k: int | None = None, seed: int = 0, quick: bool = False, wer: bool = True,
+               methods=None, max_seconds: float = 6.0) -> dict:
+    """Run, score and write results.json / results.md / sweep.png / example WAVs under ``out``."""
+    started = time.time()
+    methods = methods or (QUICK_METHODS if quick else DEFAULT_METHODS)
+    results = run(models, sentences, methods, temperature=temperature, top_k=top_k, seed=seed,
+                  max_seconds=max_seconds)
+    rows = score(models, results, sentences, wer=wer, audio_dir=out / "wav")
+    settings = {"sentences": len(sentences), "temperature": temperature, "top_k": top_k, "seed": seed,
+                "max_seconds": max_seconds,
+                "threads": torch.get_num_threads(), "wall_s": round(time.time() - started, 1),
+                "torch": torch.__version__}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")
+    (out / "results.md").write_text(markdown_table(rows))
+    save_sweep_plot(rows, out / "sweep.png")
+    return {"settings": settings, "rows": rows}

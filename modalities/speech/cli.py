@@ -1,0 +1,116 @@
+"""`multispec speech` and `multispec bench speech`: thin argparse layers over the speech adapter."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import bench
+from .generation import ACCEPTANCES, DRAFTERS, SpeechModels, generate_codes
+
+
+def load_models(args) -> SpeechModels:
+    if args.target is None:
+        try:
+            return SpeechModels.from_zoo()
+        except (KeyError, FileNotFoundError) as error:
+            raise ValueError("no bundled speech models are installed: pass --target, --codec (and --draft)") from error
+    if args.codec is None:
+        raise ValueError("--target needs --codec (the codec folder)")
+    return SpeechModels.from_folders(args.target, args.codec, args.draft)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", help="speech model folder (default: bundled speech-target)")
+    parser.add_argument("--draft", help="draft model folder (default: bundled speech-draft)")
+    parser.add_argument("--codec", help="codec folder (default: bundled speech-codec)")
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def run_speech(args) -> int:
+    import soundfile
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = load_models(args)
+    kwargs = dict(temperature=args.temperature, top_k=args.top_k, max_seconds=args.max_seconds,
+                  tolerance=args.tolerance, k=args.k)
+    sample = generate_codes(models, args.text, args.method, args.acceptance,
+                            generator=torch.Generator().manual_seed(args.seed), **kwargs)
+    wave = models.codec.decode(sample.frames) if sample.frames.shape[0] else torch.zeros(0)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(out, wave.numpy(), models.codec.sample_rate)
+    stats = sample.stats
+    line = (f"[{args.method}/{args.acceptance}] {wave.numel() / models.codec.sample_rate:.2f} s of audio -> {out}: "
+            f"{stats.summary()}")
+    if args.compare_plain and (args.method, args.acceptance) != ("plain", "exact"):
+        t0 = time.perf_counter()
+        generate_codes(models, args.text, "plain", "exact", generator=torch.Generator().manual_seed(args.seed),
+                       **kwargs)
+        plain = time.perf_counter() - t0
+        line += f" | plain {plain:.2f} s, speedup {plain / stats.wall_s:.2f}x"
+    print(line, file=sys.stderr)
+    return 0
+
+
+def default_sentences(n: int) -> list[str]:
+    from models import zoo
+    if not zoo.SPEECH_PROMPTS.is_file():
+        raise ValueError(f"no held-out sentence file at {zoo.SPEECH_PROMPTS}: pass --sentences FILE")
+    return load_sentences(zoo.SPEECH_PROMPTS, n)
+
+
+def load_sentences(path, n: int | None) -> list[str]:
+    """.jsonl with a "text" field per line, or .txt with one sentence per line."""
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    texts = [json.loads(ln)["text"] for ln in lines] if str(path).endswith(".jsonl") else lines
+    return texts[:n] if n else texts
+
+
+def run_bench(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = load_models(args)
+    sentences = load_sentences(args.sentences, args.num_sentences) if args.sentences else \
+        default_sentences(args.num_sentences)
+    report = bench.run_report(models, sentences, Path(args.out), temperature=args.temperature, top_k=args.top_k,
+                              seed=args.seed, quick=args.quick, wer=not args.no_wer, max_seconds=args.max_seconds,
+                              methods=bench.WITH_JACOBI if args.jacobi else None)
+    print(bench.markdown_table(report["rows"]))
+    print(f"saved to {args.out}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("speech", help="speak text with speculative decoding over codec tokens")
+    parser.add_argument("text")
+    parser.add_argument("--method", choices=DRAFTERS, default="draft", help="drafter")
+    parser.add_argument("--acceptance", choices=ACCEPTANCES, default="topk")
+    parser.add_argument("--tolerance", type=float, default=0.1, help="β (additive) or δ (neighbors)")
+    parser.add_argument("--k", type=int, default=4, help="top-k tolerance k")
+    parser.add_argument("--max-seconds", type=float, default=6.0)
+    parser.add_argument("-o", "--output", default="runs/speech/sample.wav")
+    parser.add_argument("--compare-plain", action=argparse.BooleanOptionalAction, default=True)
+    _common(parser)
+    parser.set_defaults(run=run_speech)
+
+
+def register_bench(subparsers) -> None:
+    parser = subparsers.add_parser("speech", help="speed against quality of speech decoding methods")
+    parser.add_argument("--sentences", help=".jsonl with a text field, or .txt (default: bundled held-out)")
+    parser.add_argument("--num-sentences", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="plain, draft and one tolerant method only")
+    parser.add_argument("--no-wer", action="store_true", help="skip pocketsphinx transcription")
+    parser.add_argument("--jacobi", action="store_true", help="plain, draft and the Jacobi (SJD) methods")
+    parser.add_argument("--max-seconds", type=float, default=5.0, help="longest utterance generated")
+    parser.add_argument("--out", default="runs/bench/speech")
+    _common(parser)
+    parser.set_defaults(run=run_bench)

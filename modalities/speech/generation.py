@@ -1,0 +1,172 @@
+"""Text in, speech out: the codec-token model through the multispec core, with slot masks and tolerance.
+
+The speech model is a transformers causal LM over [bos] text [sep] audio tokens [eos] (see
+:mod:`modalities.speech.vocab`). Both target and drafter run inside a
+:class:`~multispec.guidance.GuidedLM` whose mask lets each audio position hold only its layout
+slot's codebook (and eos at frame boundaries), so a draft token outside its slot has p = 0 and is
+never accepted, by any rule. Methods: a drafter (``plain``, ``draft`` model, ``sjd``) and an
+acceptance rule (``exact``; ``topk`` tolerance; ``additive`` β per codebook level; ``neighbors``:
+LANTERN over each codec codebook with budget δ).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import multispec
+from multispec.acceptance import (AdditiveTolerance, ExactWhereTargetPrefers, NeighborhoodRelaxation,
+                                  TopKTolerance)
+from multispec.drafters import DraftModel, Jacobi
+from multispec.guidance import GuidedLM
+
+from .layouts import DelayLayout, FlattenedLayout
+from .vocab import CODE_OFFSET, EOS, encode_text
+
+DRAFTERS = ("plain", "draft", "sjd")
+ACCEPTANCES = ("exact", "topk", "additive", "neighbors")
+META_FILE = "multispec.json"
+
+
+def make_layout(meta: dict):
+    cls = {"flattened": FlattenedLayout, "delay": DelayLayout}[meta["layout"]]
+    return cls(meta["num_codebooks"], meta["codebook_size"], CODE_OFFSET)
+
+
+@dataclass
+class SpeechModels:
+    """The speech target, optional drafter, codec and vocabulary layout (``meta``)."""
+
+    target: torch.nn.Module
+    codec: object  # MelRVQCodec or HFCodec
+    meta: dict
+    draft: torch.nn.Module | None = None
+
+    def __post_init__(self):
+        self.layout = make_layout(self.meta)
+
+    @classmethod
+    def from_folders(cls, target, codec, draft=None, dtype: torch.dtype = torch.float32) -> "SpeechModels":
+        from transformers import AutoModelForCausalLM
+        from .codec import MelRVQCodec
+
+        def load(folder):
+            return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=dtype).eval()
+
+        meta_path = Path(target) / META_FILE
+        if not meta_path.is_file():
+            raise ValueError(f"{target} has no {META_FILE}: not a multispec speech model folder")
+        return cls(load(target), MelRVQCodec.from_pretrained(codec), json.loads(meta_path.read_text()),
+                   None if draft is None else load(draft))
+
+    @classmethod
+    def from_zoo(cls, with_draft: bool = True) -> "SpeechModels":
+        from models import zoo  # verifies checksums before loading
+        target, meta = zoo.load("speech-target")
+        draft = zoo.load("speech-draft")[0] if with_draft else None
+        return cls(target, zoo.load("speech-codec"), meta, draft)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    def allowed(self, prompt_length: int):
+        """positions [n] -> [n, V]: the slot's codebook, plus eos where a new frame/row would start."""
+        def allowed_tokens(positions: torch.Tensor) -> torch.Tensor:
+            rel = (positions - prompt_length).clamp_min(0).cpu()
+            mask = self.layout.allowed_masks(rel, self.vocab_size)
+            mask[:, EOS] = self.layout.slots(rel) == 0
+            return mask
+        return allowed_tokens
+
+    def guided(self, model, prompt_length: int) -> GuidedLM:
+        return GuidedLM(model, allowed_tokens=self.allowed(prompt_length))
+
+    def level_tables(self) -> list[tuple[int, torch.Tensor]]:
+        """(first token id, codebook [C, D]) per codec level, for neighbour search."""
+        C = self.meta["codebook_size"]
+        return [(CODE_OFFSET + k * C, book) for k, book in enumerate(self.codec.codebooks)]
+
+    def max_new_tokens(self, seconds: float) -> int:
+        frames = int(seconds * self.meta["frame_rate"])
+        return self.layout.num_codebooks * (frames + (self.layout.num_codebooks - 1
+                                                     if isinstance(self.layout, DelayLayout) else 0)) + 1
+
+
+def make_drafter(models: SpeechModels, drafter: str, prompt_length: int, num_draft_tokens: int = 4,
+                 window: int = 16):
+    if drafter == "plain":
+        return None
+    if drafter == "draft":
+        if models.draft is None:
+            raise ValueError("drafter 'draft' needs a draft model")
+        return DraftModel(models.guided(models.draft, prompt_length), num_draft_tokens=num_draft_tokens)
+    if drafter == "sjd":
+        codes = torch.arange(CODE_OFFSET, CODE_OFFSET + models.layout.num_tokens)
+        return Jacobi(models.vocab_size, window=window, init_tokens=codes)
+    raise ValueError(f"unknown drafter {drafter!r}; choose one of {', '.join(DRAFTERS)}")
+
+
+def make_acceptance(models: SpeechModels, acceptance: str, tolerance: float | list[float] = 0.1,
+                    k: int = 3, neighbors: int = 64):
+    """None for ``exact``; ``topk`` uses k; ``additive`` β (one number, or one per codebook level);
+    ``neighbors`` LANTERN with δ = tolerance over each codec codebook. Where the target would end
+    the utterance (eos most likely) every tolerant rule decides exactly."""
+    if acceptance == "exact":
+        return None
+    return ExactWhereTargetPrefers(_tolerant_rule(models, acceptance, tolerance, k, neighbors), [EOS])
+
+
+def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k: int, neighbors: int):
+    if acceptance == "topk":
+        return TopKTolerance(k)
+    if acceptance == "additive":
+        levels = models.layout.num_codebooks
+        betas = [float(tolerance)] * levels if isinstance(tolerance, (int, float)) else list(tolerance)
+        if len(betas) != levels:
+            raise ValueError(f"additive tolerance needs one β per codebook level ({levels}), got {len(betas)}")
+        beta = torch.zeros(models.vocab_size)
+        C = models.meta["codebook_size"]
+        for level, b in enumerate(betas):
+            beta[CODE_OFFSET + level * C: CODE_OFFSET + (level + 1) * C] = b
+        return AdditiveTolerance(beta)
+    if acceptance == "neighbors":
+        return NeighborhoodRelaxation.from_codebooks(models.level_tables(), models.vocab_size, k=neighbors,
+                                                     delta=float(tolerance))
+    raise ValueError(f"unknown acceptance {acceptance!r}; choose one of {', '.join(ACCEPTANCES)}")
+
+
+@dataclass
+class SpeechSample:
+    tokens: torch.Tensor  # [L] generated audio tokens (eos dropped)
+    frames: torch.Tensor  # [T, K] codec codes
+    stats: multispec.DecodingStats
+
+
+def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acceptance: str = "exact", *,
+                   temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                   max_seconds: float = 6.0, tolerance: float | list[float] = 0.1, k: int = 3,
+                   num_draft_tokens: int = 4, window: int = 16,
+                   generator: torch.Generator | None = None) -> SpeechSample:
+    """Codec frames for ``text`` through the core loop (plain decoding when drafter='plain')."""
+    prompt = encode_text(text)
+    n = prompt.shape[1]
+    out = multispec.generate(models.guided(models.target, n), prompt,
+                             drafter=make_drafter(models, drafter, n, num_draft_tokens, window),
+                             acceptance=make_acceptance(models, acceptance, tolerance, k),
+                             max_new_tokens=models.max_new_tokens(max_seconds), temperature=temperature,
+                             top_k=top_k, top_p=top_p, eos_token_id=EOS, generator=generator)
+    tokens = out.sequences[0, n:]
+    if tokens.numel() and int(tokens[-1]) == EOS:
+        tokens = tokens[:-1]
+    return SpeechSample(tokens, models.layout.to_frames(tokens), out.stats)
+
+
+def generate_speech(models: SpeechModels, text: str, **kwargs):
+    """(waveform [n] at the codec's sample rate, DecodingStats); kwargs as :func:`generate_codes`."""
+    sample = generate_codes(models, text, **kwargs)
+    if sample.frames.shape[0] == 0:
+        return torch.zeros(0), sample.stats
+    return models.codec.decode(sample.frames), sample.stats

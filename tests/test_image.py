@@ -1,0 +1,110 @@
+"""Image adapter: exact methods equal plain guided decoding, zero budgets are exact, bad input errors."""
+import functools
+
+import pytest
+import torch
+import transformers
+
+from modalities.image import ImageTokenizer
+from modalities.image.generation import ImageModels, generate_image, generate_tokens
+
+K, CLASSES = 16, ["cats", "dogs", "flags"]
+V = K + len(CLASSES) + 1
+
+
+def tiny_lm(layers, hidden, seed):
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=V, hidden_size=hidden, intermediate_size=2 * hidden,
+                                      num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+                                      max_position_embeddings=80, bos_token_id=V - 1, eos_token_id=V - 1,
+                                      pad_token_id=V - 1)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(6.0)  # peaked distributions, far from uniform
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def models() -> ImageModels:
+    from models.image_vq import VQShape
+
+    torch.manual_seed(0)
+    vq = VQShape(block_out_channels=(8, 8, 8), latent_channels=4, vq_embed_dim=4, codebook_size=K,
+                 norm_num_groups=4).build()
+    with torch.no_grad():
+        vq.quantize.embedding.weight.normal_(0, 0.3)
+    meta = {"vocab_size": V, "codebook_size": K, "grid_size": [8, 8], "image_size": 32,
+            "class_names": CLASSES, "class_token_offset": K, "null_token": V - 1, "unconditional_prefix": [V - 1]}
+    return ImageModels(tiny_lm(2, 32, 0), ImageTokenizer(vq.eval()), meta, tiny_lm(1, 16, 1))
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+@pytest.mark.parametrize("drafter", ["draft", "sjd"])
+def test_exact_methods_equal_plain_greedy(drafter, guidance):
+    m = models()
+    for label in CLASSES:
+        plain = generate_tokens(m, label, "plain", temperature=0.0, guidance_scale=guidance)
+        fast = generate_tokens(m, label, drafter, temperature=0.0, guidance_scale=guidance)
+        assert torch.equal(plain.tokens, fast.tokens), (drafter, label)
+        assert plain.tokens.shape == (8, 8) and int(plain.tokens.max()) < K  # codes only
+        assert fast.stats.steps <= plain.stats.steps == 64
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_zero_budget_relaxation_is_exact(temperature):
+    m = models()
+    for drafter in ("draft", "sjd"):
+        for acceptance, extra in (("lantern", {"delta": 0.0}), ("gsd", {"group_size": 1})):
+            exact = generate_tokens(m, "dogs", drafter, "exact", temperature=temperature,
+                                    generator=torch.Generator().manual_seed(4))
+            relaxed = generate_tokens(m, "dogs", drafter, acceptance, temperature=temperature,
+                                      generator=torch.Generator().manual_seed(4), **extra)
+            assert torch.equal(exact.tokens, relaxed.tokens) and relaxed.stats.moved_mass == 0.0
+
+
+def test_relaxation_moves_at_most_delta_per_token_and_saves_forwards():
+    m = models()
+    exact_steps = relaxed_steps = 0
+    for seed in range(4):
+        kw = dict(temperature=1.0, guidance_scale=2.0)
+        exact = generate_tokens(m, "cats", "draft", "exact", generator=torch.Generator().manual_seed(seed), **kw)
+        relaxed = generate_tokens(m, "cats", "draft", "lantern", delta=0.3, generator=torch.Generator().manual_seed(seed),
+                                  **kw)
+        assert relaxed.stats.moved_mass <= 0.3 * relaxed.stats.accepted + 1e-6
+        exact_steps, relaxed_steps = exact_steps + exact.stats.steps, relaxed_steps + relaxed.stats.steps
+    assert relaxed_steps < exact_steps
+
+
+def test_generate_image_returns_a_pil_image():
+    image, stats = generate_image(models(), 0, drafter="sjd", generator=torch.Generator().manual_seed(0))
+    assert image.size == (32, 32) and stats.new_tokens == 64
+
+
+def test_bad_input_errors():
+    m = models()
+    with pytest.raises(ValueError, match="unknown class 'horses'"):
+        generate_tokens(m, "horses")
+    with pytest.raises(ValueError, match="unknown class 7"):
+        m.prompt(7)
+    with pytest.raises(ValueError, match="unknown drafter"):
+        generate_tokens(m, "cats", "medusa")
+    with pytest.raises(ValueError, match="unknown acceptance"):
+        generate_tokens(m, "cats", "draft", "typical")
+    with pytest.raises(ValueError, match="32x32"):
+        m.tokenizer.encode(torch.zeros(1, 16, 16, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError):
+        m.tokenizer.decode(torch.full((1, 8, 8), K))  # outside the codebook
+
+
+def test_bench_report_has_every_method_and_writes_files(tmp_path):
+    from models.image_classifier import ClassifierConfig, ImageClassifier
+    from modalities.image import bench
+    classifier = ImageClassifier(ClassifierConfig(num_classes=len(CLASSES))).eval()
+    real = (torch.rand(12, 3, 32, 32) * 2 - 1, torch.arange(12) % len(CLASSES))
+    report = bench.run_report(models(), tmp_path, per_class=1, quick=True, classifier=classifier, real=real)
+    rows = report["rows"]
+    assert [r["method"] for r in rows] == [m.name for m in bench.QUICK_METHODS]
+    assert rows[0]["speedup"] == 1.0 and rows[0]["forwards_per_image"] == 64
+    assert rows[1]["moved_mass_per_token"] == 0.0 and rows[3]["moved_mass_per_token"] <= 0.2
+    for name in ("results.json", "results.md", "grid.png", "sweep.png"):
+        assert (tmp_path / name).is_file()

@@ -1,0 +1,104 @@
+"""Speech adapter: exact methods equal plain greedy, zero tolerance is exact, drafts respect slots."""
+import functools
+
+import pytest
+import torch
+import transformers
+
+from modalities.speech.codec import MelRVQCodec, MelRVQConfig
+from modalities.speech.generation import SpeechModels, generate_codes, generate_speech
+from modalities.speech.vocab import CODE_OFFSET, EOS, encode_text
+
+C = 16
+
+
+def tiny_lm(vocab, layers, hidden, seed):
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                                      num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+                                      max_position_embeddings=256, bos_token_id=1, eos_token_id=EOS, pad_token_id=0)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(6.0)
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def models(layout: str = "flattened", k: int = 2) -> SpeechModels:
+    g = torch.Generator().manual_seed(0)
+    codec = MelRVQCodec(MelRVQConfig(num_codebooks=k, codebook_size=C, griffin_lim_iters=4),
+                        codebook=torch.randn(k, C, 80, generator=g) * 0.5)
+    meta = {"layout": layout, "num_codebooks": k, "codebook_size": C, "frame_rate": 100.0, "sample_rate": 16000}
+    vocab = CODE_OFFSET + k * C + (1 if layout == "delay" else 0)
+    meta["vocab_size"] = vocab
+    return SpeechModels(tiny_lm(vocab, 2, 32, 0), codec, meta, tiny_lm(vocab, 1, 16, 1))
+
+
+TEXTS = ["hello there.", "a short test, of speech!"]
+
+
+@pytest.mark.parametrize("layout", ["flattened", "delay"])
+@pytest.mark.parametrize("drafter", ["draft", "sjd"])
+def test_exact_methods_equal_plain_greedy(layout, drafter):
+    m = models(layout)
+    for text in TEXTS:
+        plain = generate_codes(m, text, "plain", max_seconds=0.3)
+        fast = generate_codes(m, text, drafter, max_seconds=0.3)
+        assert torch.equal(plain.tokens, fast.tokens)
+        assert plain.frames.shape[1] == 2
+
+
+@pytest.mark.parametrize("layout", ["flattened", "delay"])
+def test_every_audio_token_sits_in_its_slot(layout):
+    m = models(layout)
+    for acceptance in ("topk", "additive", "neighbors"):
+        for temperature in (0.0, 1.0):
+            sample = generate_codes(m, TEXTS[1], "draft", acceptance, tolerance=0.5, k=50, max_seconds=0.3,
+                                    temperature=temperature, generator=torch.Generator().manual_seed(0))
+            tokens = sample.tokens
+            allowed = m.layout.allowed_masks(torch.arange(tokens.shape[0]), m.vocab_size)
+            assert allowed[torch.arange(tokens.shape[0]), tokens].all(), (acceptance, temperature)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_zero_tolerance_is_exact(temperature):
+    m = models()
+    for acceptance, tolerance, k in (("additive", 0.0, 3), ("neighbors", 0.0, 3), ("topk", 0.1, 1)):
+        if acceptance == "topk" and temperature:
+            continue  # top-1 tolerance is the greedy rule only
+        exact = generate_codes(m, TEXTS[0], "draft", "exact", max_seconds=0.3, temperature=temperature,
+                               generator=torch.Generator().manual_seed(2))
+        tolerant = generate_codes(m, TEXTS[0], "draft", acceptance, tolerance=tolerance, k=k, max_seconds=0.3,
+                                  temperature=temperature, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(exact.tokens, tolerant.tokens), acceptance
+
+
+def test_tolerance_per_level_and_speech_output():
+    m = models()
+    with pytest.raises(ValueError, match="one β per codebook level"):
+        generate_codes(m, TEXTS[0], "draft", "additive", tolerance=[0.1, 0.2, 0.3])
+    sample = generate_codes(m, TEXTS[0], "draft", "additive", tolerance=[0.0, 0.5], max_seconds=0.3)
+    assert sample.frames.shape[1] == 2
+    wave, stats = generate_speech(m, TEXTS[0], drafter="draft", max_seconds=0.2)
+    assert wave.ndim == 1 and stats.new_tokens > 0
+
+
+def test_text_errors():
+    with pytest.raises(ValueError, match="empty"):
+        encode_text("   ")
+    with pytest.raises(ValueError, match="spell numbers out"):
+        encode_text("call 911")
+    with pytest.raises(ValueError, match="cannot read"):
+        encode_text("naïve café")
+    assert encode_text("Hi!")[0].tolist()[0] == 1 and encode_text("Hi!")[0].tolist()[-1] == 2
+
+
+def test_bench_report_has_every_method_and_writes_files(tmp_path):
+    from modalities.speech import bench
+    report = bench.run_report(models(), ["hello there.", "good day."], tmp_path, quick=True, wer=False)
+    rows = report["rows"]
+    assert [r["method"] for r in rows] == [m.name for m in bench.QUICK_METHODS]
+    assert rows[1]["identical_to_plain"] == 2 and rows[1]["log_mel_l1_vs_plain"] == 0.0  # exact = plain
+    for name in ("results.json", "results.md", "sweep.png"):
+        assert (tmp_path / name).is_file()
+    assert any((tmp_path / "wav").glob("*.wav"))
