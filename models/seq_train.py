@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,24 @@ class SequenceData:
         return tokens[:, :last], mask[:, : last - 1]
 
 
+class GuidedTeacher(torch.nn.Module):
+    """The target under classifier-free guidance, as a distillation teacher: logits u + s·(c − u),
+    u from the same rows with the condition prefix replaced by the null prefix. A drafter distilled
+    towards it drafts the guided distribution without running guidance itself (one row, not two)."""
+
+    def __init__(self, model: torch.nn.Module, null_prefix: list[int], scale: float):
+        super().__init__()
+        self.model, self.scale = model, scale
+        self.register_buffer("null_prefix", torch.tensor(null_prefix, dtype=torch.long), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, **kwargs):
+        uncond = input_ids.clone()
+        uncond[:, : len(self.null_prefix)] = self.null_prefix.to(input_ids.device)
+        both = self.model(input_ids=torch.cat([input_ids, uncond]), **kwargs).logits.float()
+        cond, free = both.chunk(2)
+        return type("Output", (), {"logits": free + self.scale * (cond - free)})()
+
+
 def save_meta(meta: dict):
     def save(export_dir: Path) -> None:
         (export_dir / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
@@ -124,6 +143,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--max-steps", type=int, help="override both models' steps")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--distill-guidance", type=float, help="distil the drafter towards the target under this "
+                    "classifier-free guidance scale (the drafter then drafts without guidance)")
+    ap.add_argument("--draft-shape", help="override the drafter's hidden,layers,heads,intermediate")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,6 +157,9 @@ def main(argv: list[str]) -> None:
     meta = json.loads(meta_path.read_text())
     preset = PRESETS[args.modality][args.preset]
     preset = preset.with_overrides(max_steps=args.max_steps, seq_len=meta["seq_len"])
+    if args.draft_shape:
+        hidden, layers, heads, inter = (int(v) for v in args.draft_shape.split(","))
+        preset = replace(preset, draft=ModelShape(hidden, layers, heads, heads, inter, preset.draft.max_positions))
     out = args.out or Path(f"runs/{args.modality}/train-{preset.name}")
     whiches = list(WHICH) if args.which == "both" else [args.which]
     minutes = {w: preset.train_spec(w).minutes for w in whiches}
@@ -147,8 +172,13 @@ def main(argv: list[str]) -> None:
         shape = preset.shape(w)
         config = shape.config(meta["vocab_size"], bos=meta["bos"], eos=meta["eos"], pad=meta["pad"])
         config = replace_positions(config, meta["seq_len"])
+        export_meta, wrap = meta, None
+        if w == "draft" and args.distill_guidance:  # the drafter learns the guided target, runs unguided
+            export_meta = {**meta, "draft_guidance_distilled": args.distill_guidance}
+            wrap = lambda t: GuidedTeacher(t, meta["unconditional_prefix"], args.distill_guidance)  # noqa: E731
         train_model(w, preset, out, lambda spec: SequenceData(data_dir, spec, meta), 60 * minutes[w] * 0.97,
-                    args.resume, torch.device(args.device), False, config=config, save_extra=save_meta(meta))
+                    args.resume, torch.device(args.device), False, config=config,
+                    save_extra=save_meta(export_meta), wrap_teacher=wrap)
         if Stop.requested:
             raise SystemExit(f"interrupted: checkpoint and export of {w!r} saved; rerun with --resume")
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min -> {out}")

@@ -168,12 +168,14 @@ def save_text_tokenizer(tokenizer_dir: Path):
 
 
 def train_model(which: str, preset: ModelPreset, out: Path, make_data, budget_s: float, resume: bool,
-                device: torch.device, compile_model: bool, config=None, save_extra=None) -> Path:
+                device: torch.device, compile_model: bool, config=None, save_extra=None,
+                wrap_teacher=None) -> Path:
     """Train one model (resuming if asked) and export it; returns the export directory.
 
     ``make_data(spec)`` gives an object with ``sample(batch, rng) -> (tokens [B, T+1], mask [B, T]
     or None)``, ``heldout`` [n, T+1] and ``heldout_mask``; ``config`` is the model config (default:
-    the text shape's); ``save_extra(export_dir)`` writes what else the export needs (tokenizer...).
+    the text shape's); ``save_extra(export_dir)`` writes what else the export needs (tokenizer...);
+    ``wrap_teacher(model)`` changes what the drafter is distilled towards (e.g. guided logits).
     """
     shape: ModelShape = preset.shape(which)
     spec: TrainSpec = preset.train_spec(which)
@@ -211,6 +213,8 @@ def train_model(which: str, preset: ModelPreset, out: Path, make_data, budget_s:
         if not (out / "target" / "config.json").is_file():
             raise SystemExit(f"distilling the drafter needs the trained target in {out / 'target'}")
         teacher = LlamaForCausalLM.from_pretrained(out / "target", dtype=torch.float32).to(device).eval()
+        if wrap_teacher is not None:
+            teacher = wrap_teacher(teacher)
         print(f"[{which}] distilling from {out / 'target'} (weight {spec.distill})", flush=True)
 
     def log(**rec) -> None:

@@ -108,3 +108,14 @@ def test_bench_report_has_every_method_and_writes_files(tmp_path):
     assert rows[1]["moved_mass_per_token"] == 0.0 and rows[3]["moved_mass_per_token"] <= 0.2
     for name in ("results.json", "results.md", "grid.png", "sweep.png"):
         assert (tmp_path / name).is_file()
+
+
+def test_guidance_distilled_drafter_runs_unguided_and_stays_exact():
+    import dataclasses
+    m = dataclasses.replace(models(), draft_meta={"draft_guidance_distilled": 3.0})
+    from modalities.image.generation import make_drafter
+    assert not make_drafter(m, "draft", 3.0).lm.guided  # one row, no classifier-free guidance
+    for label in CLASSES:
+        plain = generate_tokens(m, label, "plain", temperature=0.0, guidance_scale=3.0)
+        fast = generate_tokens(m, label, "draft", temperature=0.0, guidance_scale=3.0)
+        assert torch.equal(plain.tokens, fast.tokens)

@@ -100,7 +100,7 @@ def test_relaxed_decoding_reports_moved_mass_within_budget(temperature):
 def test_relaxation_checks_its_table_against_the_vocabulary():
     rule = NeighborhoodRelaxation(torch.randn(10, 4), k=3, delta=0.1)
     x, q, p = random_case(0)
-    with pytest.raises(ValueError, match="embedding table"):
+    with pytest.raises(ValueError, match="neighbour table covers 10 tokens but the target has 64"):
         rule(x, q, p, greedy=True)
     with pytest.raises(ValueError, match="delta"):
         NeighborhoodRelaxation(torch.randn(10, 4), delta=-1)

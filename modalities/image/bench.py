@@ -29,7 +29,9 @@ class MethodSpec:
     drafter: str = "plain"
     acceptance: str = "exact"
     delta: float = 0.1
+    k: int = 128
     group_size: int = 4
+    max_ratio: float | None = None  # LANTERN++ λ: p̃(x) ≤ λ·p(x)
 
 
 DEFAULT_METHODS = (
@@ -40,9 +42,8 @@ DEFAULT_METHODS = (
     MethodSpec("draft+lantern δ=0.1", "draft", "lantern", delta=0.1),
     MethodSpec("draft+lantern δ=0.2", "draft", "lantern", delta=0.2),
     MethodSpec("draft+lantern δ=0.4", "draft", "lantern", delta=0.4),
-    MethodSpec("sjd+lantern δ=0.05", "sjd", "lantern", delta=0.05),
-    MethodSpec("sjd+lantern δ=0.2", "sjd", "lantern", delta=0.2),
-    MethodSpec("draft+gsd G=2", "draft", "gsd", group_size=2),
+    MethodSpec("draft+lantern δ=0.2 k=32", "draft", "lantern", delta=0.2, k=32),
+    MethodSpec("sjd+lantern δ=0.1", "sjd", "lantern", delta=0.1),
     MethodSpec("draft+gsd G=4", "draft", "gsd", group_size=4),
     MethodSpec("draft+gsd G=8", "draft", "gsd", group_size=8),
 )
@@ -74,7 +75,8 @@ def run(models: ImageModels, methods=DEFAULT_METHODS, per_class: int = 8, classe
             def one(spec=spec, label=label, i=i):
                 sample = generate_tokens(models, label, spec.drafter, spec.acceptance,
                                          guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
-                                         delta=spec.delta, group_size=spec.group_size,
+                                         delta=spec.delta, k=spec.k, group_size=spec.group_size,
+                                         max_ratio=spec.max_ratio,
                                          generator=torch.Generator().manual_seed(seed * 1_000_003 + label * 1009 + i))
                 return (label, sample.tokens), sample.stats
             tallies[m].timed(one)

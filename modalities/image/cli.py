@@ -40,7 +40,7 @@ def run_image(args) -> int:
     models = load_models(args)
     models.class_id(args.class_name)  # unknown class: error before any work
     kwargs = dict(guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
-                  delta=args.delta, group_size=args.group_size)
+                  delta=args.delta, k=args.k, group_size=args.group_size, max_ratio=args.max_ratio)
     grids, stats = [], []
     for i in range(args.num_images):
         sample = generate_tokens(models, args.class_name, args.method, args.acceptance,
@@ -87,6 +87,8 @@ def register(subparsers) -> None:
     parser.add_argument("--method", choices=DRAFTERS, default="draft", help="drafter")
     parser.add_argument("--acceptance", choices=ACCEPTANCES, default="lantern")
     parser.add_argument("--delta", type=float, default=0.2, help="LANTERN budget δ (total-variation mass)")
+    parser.add_argument("--k", type=int, default=128, help="LANTERN neighbours per code")
+    parser.add_argument("--max-ratio", type=float, help="LANTERN++ cap λ: p̃(x) <= λ·p(x)")
     parser.add_argument("--group-size", type=int, default=4, help="GSD group size")
     parser.add_argument("--num-images", type=int, default=4)
     parser.add_argument("--scale", type=int, default=4, help="upscaling of the saved PNG")

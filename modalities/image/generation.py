@@ -33,6 +33,7 @@ class ImageModels:
     tokenizer: object  # modalities.image.tokenizer.ImageTokenizer
     meta: dict
     draft: torch.nn.Module | None = None
+    draft_meta: dict | None = None  # the drafter's multispec.json (e.g. draft_guidance_distilled)
     _neighbors: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -47,15 +48,17 @@ class ImageModels:
         meta_path = Path(target) / META_FILE
         if not meta_path.is_file():
             raise ValueError(f"{target} has no {META_FILE}: not a multispec image model folder")
+        draft_meta_path = None if draft is None else Path(draft) / META_FILE
+        draft_meta = json.loads(draft_meta_path.read_text()) if draft_meta_path and draft_meta_path.is_file() else None
         return cls(load(target), ImageTokenizer.from_pretrained(vq), json.loads(meta_path.read_text()),
-                   None if draft is None else load(draft))
+                   None if draft is None else load(draft), draft_meta)
 
     @classmethod
     def from_zoo(cls, with_draft: bool = True) -> "ImageModels":
         from models import zoo  # verifies checksums before loading
         target, meta = zoo.load("image-target")
-        draft = zoo.load("image-draft")[0] if with_draft else None
-        return cls(target, zoo.load("image-vq"), meta, draft)
+        draft, draft_meta = zoo.load("image-draft") if with_draft else (None, None)
+        return cls(target, zoo.load("image-vq"), meta, draft, draft_meta)
 
     @property
     def class_names(self) -> list[str]:
@@ -109,21 +112,24 @@ def make_drafter(models: ImageModels, drafter: str, guidance_scale: float, num_d
     if drafter == "draft":
         if models.draft is None:
             raise ValueError("drafter 'draft' needs a draft model")
-        return DraftModel(models.guided(models.draft, guidance_scale), num_draft_tokens=num_draft_tokens,
-                          adaptive=adaptive)
+        # A drafter distilled towards the guided target drafts guided tokens in one unguided row.
+        distilled = (models.draft_meta or {}).get("draft_guidance_distilled")
+        scale = 1.0 if distilled else guidance_scale
+        return DraftModel(models.guided(models.draft, scale), num_draft_tokens=num_draft_tokens, adaptive=adaptive)
     if drafter == "sjd":
         return Jacobi(models.vocab_size, window=window, init_tokens=torch.arange(models.codebook_size))
     raise ValueError(f"unknown drafter {drafter!r}; choose one of {', '.join(DRAFTERS)}")
 
 
-def make_acceptance(models: ImageModels, acceptance: str, delta: float = 0.1, k: int = 1000,
-                    group_size: int = 4):
-    """None for ``exact`` (the core picks Greedy / SpeculativeSampling); else a relaxed rule."""
+def make_acceptance(models: ImageModels, acceptance: str, delta: float = 0.1, k: int = 128,
+                    group_size: int = 4, max_ratio: float | None = None):
+    """None for ``exact`` (the core picks Greedy / SpeculativeSampling); else a relaxed rule.
+    LANTERN borrows from the k nearest codes (default 128 of the bundled 512, a quarter)."""
     if acceptance == "exact":
         return None
     if acceptance == "lantern":
         k = min(k, models.codebook_size - 1)
-        return NeighborhoodRelaxation(k=k, delta=delta, neighbors=models.neighbors(k))
+        return NeighborhoodRelaxation(k=k, delta=delta, max_ratio=max_ratio, neighbors=models.neighbors(k))
     if acceptance == "gsd":
         return GroupAcceptance(group_size=group_size, neighbors=models.neighbors(max(1, group_size - 1)))
     raise ValueError(f"unknown acceptance {acceptance!r}; choose one of {', '.join(ACCEPTANCES)}")
@@ -137,14 +143,15 @@ class ImageSample:
 
 def generate_tokens(models: ImageModels, label: str | int, drafter: str = "plain", acceptance: str = "exact", *,
                     guidance_scale: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
-                    top_p: float | None = None, delta: float = 0.1, k: int = 1000, group_size: int = 4,
+                    top_p: float | None = None, delta: float = 0.1, k: int = 128, group_size: int = 4,
+                    max_ratio: float | None = None,
                     num_draft_tokens: int = 4, window: int = 16,
                     generator: torch.Generator | None = None) -> ImageSample:
     """One image's token grid for a class through the core loop (plain decoding when drafter='plain')."""
     prompt = models.prompt(label)
     out = multispec.generate(models.guided(models.target, guidance_scale), prompt,
                              drafter=make_drafter(models, drafter, guidance_scale, num_draft_tokens, window),
-                             acceptance=make_acceptance(models, acceptance, delta, k, group_size),
+                             acceptance=make_acceptance(models, acceptance, delta, k, group_size, max_ratio),
                              max_new_tokens=models.num_tokens, temperature=temperature, top_k=top_k,
                              top_p=top_p, generator=generator)
     h, w = models.meta["grid_size"]

@@ -39,7 +39,7 @@ class ImageTokenizer:
         folder = Path(folder)
         if not any(folder.glob("*.safetensors")):
             raise FileNotFoundError(f"no .safetensors weights in {folder} (pickle is not loaded)")
-        return cls(VQModel.from_pretrained(folder, use_safetensors=True).to(device))
+        return cls(VQModel.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).to(device))
 
     @property
     def image_size(self) -> int:
