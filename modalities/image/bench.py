@@ -100,7 +100,7 @@ def score(models: ImageModels, results: list[MethodTally], classifier, real_imag
         with torch.inference_mode():
             features = classifier.features(images)
         rows.append({
-            "method": tally.spec.name, **{k: v for k, v in asdict(tally.spec).items() if k != "name"},
+            "method": tally.spec.name, **_spec_columns(tally.spec),
             "images": len(labels), **tally.speed_columns(results[0].wall_s),
             "forwards_per_image": round(tally.steps / len(labels), 2),
             "class_accuracy": round(float(class_accuracy(classifier, images, labels)), 4),
@@ -112,6 +112,16 @@ def score(models: ImageModels, results: list[MethodTally], classifier, real_imag
 
 COLUMNS = ("method", "speedup", "forwards_per_image", "tau", "acceptance", "moved_mass_per_token",
            "class_accuracy", "feature_fd", "nll")
+
+
+def _spec_columns(spec) -> dict:
+    """The method's settings for a result row; its acceptance rule is called ``rule`` there, since
+    ``acceptance`` is the measured acceptance rate."""
+    columns = {k: v for k, v in asdict(spec).items() if k != "name"}
+    columns["rule"] = columns.pop("acceptance")
+    if columns["rule"] == "lantern" and columns.get("max_ratio") is not None:
+        columns["rule"] = "lantern++"
+    return columns
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -147,12 +157,12 @@ def save_sweep_plot(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("class_accuracy", "feature_fd")):
-        for family, marker in (("lantern", "o"), ("gsd", "s"), ("exact", "^")):
-            pts = [r for r in rows if r["acceptance"] == family]
+        for family, marker in (("lantern", "o"), ("lantern++", "D"), ("gsd", "s"), ("exact", "^")):
+            pts = sorted((r for r in rows if r["rule"] == family), key=lambda r: r["speedup"])
             ax.plot([r["speedup"] for r in pts], [r[metric] for r in pts], marker=marker, linestyle="-"
                     if family != "exact" else "none", label=family)
             for r in pts:
-                ax.annotate(r["method"].split(" ", 1)[-1] if family != "exact" else r["method"],
+                ax.annotate(r["method"].replace("draft+", "").replace("lantern++ ", "").replace("lantern ", ""),
                             (r["speedup"], r[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("wall-clock speedup over plain AR")
         ax.set_ylabel(metric.replace("_", " "))

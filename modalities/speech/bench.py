@@ -89,7 +89,7 @@ def score(models: SpeechModels, results: list[MethodTally], sentences: list[str]
         distances = [log_mel_distance(models, a.frames, b.frames) for a, b in zip(outputs, plain)]
         lengths = sum(a.frames.shape[0] for a in outputs) / max(1, sum(b.frames.shape[0] for b in plain))
         rows.append({
-            "method": tally.spec.name, **{k: v for k, v in asdict(tally.spec).items() if k != "name"},
+            "method": tally.spec.name, **_spec_columns(tally.spec),
             "sentences": len(outputs), **tally.speed_columns(results[0].wall_s),
             "wer": round(corpus_wer(zip(sentences, hyps)), 4) if wer else None,
             "log_mel_l1_vs_plain": round(sum(distances) / len(outputs), 4), "length_ratio": round(lengths, 3),
@@ -100,6 +100,14 @@ def score(models: SpeechModels, results: list[MethodTally], sentences: list[str]
 
 COLUMNS = ("method", "speedup", "tau", "acceptance", "moved_mass_per_token", "wer", "log_mel_l1_vs_plain",
            "length_ratio", "identical_to_plain")
+
+
+def _spec_columns(spec) -> dict:
+    """The method's settings for a result row; its acceptance rule is called ``rule`` there, since
+    ``acceptance`` is the measured acceptance rate."""
+    columns = {k: v for k, v in asdict(spec).items() if k != "name"}
+    columns["rule"] = columns.pop("acceptance")
+    return columns
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -114,7 +122,8 @@ def save_sweep_plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("wer", "log_mel_l1_vs_plain")):
         for family, marker in (("topk", "o"), ("additive", "s"), ("neighbors", "D"), ("exact", "^")):
-            pts = [r for r in rows if r["acceptance"] == family and r[metric] is not None]
+            pts = sorted((r for r in rows if r["rule"] == family and r[metric] is not None),
+                         key=lambda r: r["speedup"])
             ax.plot([r["speedup"] for r in pts], [r[metric] for r in pts], marker=marker,
                     linestyle="-" if family != "exact" else "none", label=family)
             for r in pts:
