@@ -99,9 +99,10 @@ class AcceptanceRule:
                       greedy=greedy, generator=generator)
 
 
-class ExactWhereTargetPrefers(AcceptanceRule):
-    """Wrap a relaxed rule so positions whose most likely target token is in ``token_ids`` are judged
-    exactly (e.g. end-of-sequence: a tolerance must not talk the model out of stopping)."""
+class ExactOn(AcceptanceRule):
+    """Wrap a relaxed rule so positions where the drafted token or the target's most likely token is
+    in ``token_ids`` are judged exactly (e.g. end-of-sequence: a tolerance must neither end an
+    utterance the target would continue nor talk it out of stopping)."""
 
     lossless = False
 
@@ -114,7 +115,8 @@ class ExactWhereTargetPrefers(AcceptanceRule):
         if relaxed is None:
             return None
         top = target_probs[: draft_tokens.shape[0]].argmax(dim=-1)
-        strict = torch.isin(top, self.token_ids.to(top.device))
+        ids = self.token_ids.to(top.device)
+        strict = torch.isin(top, ids) | torch.isin(draft_tokens, ids)
         return torch.where(strict, _prob_of(target_probs, draft_tokens), relaxed)
 
 

@@ -171,11 +171,13 @@ def test_additive_tolerance_per_token_beta():
 
 def test_protected_tokens_are_judged_exactly():
     """Where the target's top token is protected (eos), a tolerant rule decides like the exact one."""
-    from multispec.acceptance import ExactWhereTargetPrefers, TopKTolerance
+    from multispec.acceptance import ExactOn, TopKTolerance
     x, q, p = random_case(5)
     top = p[:5].argmax(-1)
     x = torch.where(x == top, (x + 1) % 32, x)  # never the argmax, so only tolerance could accept
     loose = TopKTolerance(32)
     assert loose(x, q, p, greedy=True).num_accepted == 5
-    strict = ExactWhereTargetPrefers(loose, top[2:3])
+    strict = ExactOn(loose, top[2:3])
     assert strict(x, q, p, greedy=True).num_accepted == 2  # position 2's top token is protected
+    drafted = ExactOn(loose, x[3:4])
+    assert drafted(x, q, p, greedy=True).num_accepted <= 3  # a protected drafted token is judged exactly

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import multispec
-from multispec.acceptance import (AdditiveTolerance, ExactWhereTargetPrefers, NeighborhoodRelaxation,
+from multispec.acceptance import (AdditiveTolerance, ExactOn, NeighborhoodRelaxation,
                                   TopKTolerance)
 from multispec.drafters import DraftModel, Jacobi
 from multispec.guidance import GuidedLM
@@ -112,11 +112,11 @@ def make_drafter(models: SpeechModels, drafter: str, prompt_length: int, num_dra
 def make_acceptance(models: SpeechModels, acceptance: str, tolerance: float | list[float] = 0.1,
                     k: int = 3, neighbors: int = 64):
     """None for ``exact``; ``topk`` uses k; ``additive`` β (one number, or one per codebook level);
-    ``neighbors`` LANTERN with δ = tolerance over each codec codebook. Where the target would end
-    the utterance (eos most likely) every tolerant rule decides exactly."""
+    ``neighbors`` LANTERN with δ = tolerance over each codec codebook. Where eos is drafted or is
+    the target's most likely token, every tolerant rule decides exactly."""
     if acceptance == "exact":
         return None
-    return ExactWhereTargetPrefers(_tolerant_rule(models, acceptance, tolerance, k, neighbors), [EOS])
+    return ExactOn(_tolerant_rule(models, acceptance, tolerance, k, neighbors), [EOS])
 
 
 def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k: int, neighbors: int):
