@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train the bundled image and speech models on one GPU: the run behind models/checkpoints/image-*
 # and speech-* (image: VQ tokenizer -> token sequences -> target + distilled drafter; speech:
-# target + distilled drafter on runs/speech/ar, in parallel on the same GPU).
-#   PRESET=gpu OUT=DIR bash models/train_gpu.sh             (an H100: about 7 minutes)
+# target + distilled drafter on runs/speech/ar, in parallel on the same GPU). The image drafter is
+# distilled towards the target under classifier-free guidance (scale 3) and drafts unguided.
+#   PRESET=gpu OUT=DIR bash models/train_gpu.sh             (an H100: about 8 minutes)
 #   PRESET=smoke DEVICE=cpu OUT=/tmp/dry bash models/train_gpu.sh   (a dry run of the pipeline)
 # Inputs: runs/image/data.npz (python -m models.image_data) and runs/speech/ar (python -m
 # models.speech_tokens). Outputs: logs and the exports tarred into OUT/models.tar.* (15 MB parts).
@@ -18,7 +19,8 @@ SPK=runs/speech
 (
   $PY -m models.image_vq --preset "$PRESET" --out $IMG/vq-$PRESET --device "$DEVICE" --max-minutes ${VQ_MINUTES:-2} &&
   $PY -m models.image_tokens --vq $IMG/vq-$PRESET/export --out $IMG/ar-$PRESET --device "$DEVICE" &&
-  $PY -m models.train image --preset "$PRESET" --data $IMG/ar-$PRESET --out $IMG/train-$PRESET --device "$DEVICE" --max-minutes ${IMAGE_MINUTES:-3.5}
+  $PY -m models.train image --preset "$PRESET" --data $IMG/ar-$PRESET --out $IMG/train-$PRESET --device "$DEVICE" \
+    --max-minutes ${IMAGE_MINUTES:-4.5} --distill-guidance 3
 ) > "$OUT/image.log" 2>&1 &
 image_pid=$!
 $PY -m models.train speech --preset "$PRESET" --data $SPK/ar --out $SPK/train-$PRESET --device "$DEVICE" \
