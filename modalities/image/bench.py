@@ -32,6 +32,7 @@ class MethodSpec:
     k: int = 128
     group_size: int = 4
     max_ratio: float | None = None  # LANTERN++ λ: p̃(x) ≤ λ·p(x)
+    max_draft_tokens: int = 16  # the adaptive draft length's ceiling
 
 
 DEFAULT_METHODS = (
@@ -76,7 +77,7 @@ def run(models: ImageModels, methods=DEFAULT_METHODS, per_class: int = 8, classe
                 sample = generate_tokens(models, label, spec.drafter, spec.acceptance,
                                          guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
                                          delta=spec.delta, k=spec.k, group_size=spec.group_size,
-                                         max_ratio=spec.max_ratio,
+                                         max_ratio=spec.max_ratio, max_draft_tokens=spec.max_draft_tokens,
                                          generator=torch.Generator().manual_seed(seed * 1_000_003 + label * 1009 + i))
                 return (label, sample.tokens), sample.stats
             tallies[m].timed(one)

@@ -106,7 +106,7 @@ class ImageModels:
 
 
 def make_drafter(models: ImageModels, drafter: str, guidance_scale: float, num_draft_tokens: int = 4,
-                 window: int = 16, adaptive: bool = True):
+                 window: int = 16, adaptive: bool = True, max_draft_tokens: int = 16):
     if drafter == "plain":
         return None
     if drafter == "draft":
@@ -115,7 +115,8 @@ def make_drafter(models: ImageModels, drafter: str, guidance_scale: float, num_d
         # A drafter distilled towards the guided target drafts guided tokens in one unguided row.
         distilled = (models.draft_meta or {}).get("draft_guidance_distilled")
         scale = 1.0 if distilled else guidance_scale
-        return DraftModel(models.guided(models.draft, scale), num_draft_tokens=num_draft_tokens, adaptive=adaptive)
+        return DraftModel(models.guided(models.draft, scale), num_draft_tokens=min(num_draft_tokens, max_draft_tokens),
+                          adaptive=adaptive, max_draft_tokens=max_draft_tokens)
     if drafter == "sjd":
         return Jacobi(models.vocab_size, window=window, init_tokens=torch.arange(models.codebook_size))
     raise ValueError(f"unknown drafter {drafter!r}; choose one of {', '.join(DRAFTERS)}")
@@ -144,13 +145,14 @@ class ImageSample:
 def generate_tokens(models: ImageModels, label: str | int, drafter: str = "plain", acceptance: str = "exact", *,
                     guidance_scale: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, delta: float = 0.1, k: int = 128, group_size: int = 4,
-                    max_ratio: float | None = None,
+                    max_ratio: float | None = None, max_draft_tokens: int = 16,
                     num_draft_tokens: int = 4, window: int = 16,
                     generator: torch.Generator | None = None) -> ImageSample:
     """One image's token grid for a class through the core loop (plain decoding when drafter='plain')."""
     prompt = models.prompt(label)
     out = multispec.generate(models.guided(models.target, guidance_scale), prompt,
-                             drafter=make_drafter(models, drafter, guidance_scale, num_draft_tokens, window),
+                             drafter=make_drafter(models, drafter, guidance_scale, num_draft_tokens, window,
+                                                  max_draft_tokens=max_draft_tokens),
                              acceptance=make_acceptance(models, acceptance, delta, k, group_size, max_ratio),
                              max_new_tokens=models.num_tokens, temperature=temperature, top_k=top_k,
                              top_p=top_p, generator=generator)
