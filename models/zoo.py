@@ -104,8 +104,7 @@ def load(name: str, dtype: torch.dtype = torch.float32, device: str | None = Non
         return load_folder(folder, dtype, device)
     verify(folder)
     if kind == "token-lm":
-        model = _load_causal_lm(folder, dtype, device)
-        return model, json.loads((folder / "multispec.json").read_text())
+        return load_token_lm(folder, dtype, device)
     if kind == "vq":
         from modalities.image.tokenizer import ImageTokenizer
         return ImageTokenizer.from_pretrained(folder, device=device or "cpu")
@@ -114,6 +113,16 @@ def load(name: str, dtype: torch.dtype = torch.float32, device: str | None = Non
         return MelRVQCodec.from_pretrained(folder)
     from models.image_classifier import load_classifier
     return load_classifier(folder)
+
+
+def load_token_lm(folder, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """(model in eval mode, vocabulary meta) from an image or speech model folder (safetensors +
+    ``multispec.json``); refuses a folder without the meta and weights that do not match."""
+    folder = pathlib.Path(folder)
+    meta = folder / "multispec.json"
+    if not meta.is_file():
+        raise ValueError(f"{folder} has no multispec.json: not a multispec image or speech model folder")
+    return _load_causal_lm(folder, dtype, device), json.loads(meta.read_text())
 
 
 def _load_causal_lm(folder: pathlib.Path, dtype: torch.dtype, device: str | None):

@@ -1,5 +1,6 @@
 """Benchmark bookkeeping shared by the modality benchmarks: rotated method order, per-method totals
-of :class:`~multispec.stats.DecodingStats`, speed columns and markdown tables. No modality here."""
+of :class:`~multispec.stats.DecodingStats`, speed columns, markdown tables and the speed-quality
+sweep plot. No modality here."""
 from __future__ import annotations
 
 import time
@@ -56,3 +57,30 @@ def markdown_table(rows: list[dict], columns) -> str:
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "".join("| " + " | ".join("—" if r[c] is None else str(r[c]) for c in columns) + " |\n"
                           for r in rows)
+
+
+def save_sweep_plot(rows: list[dict], path, metrics, families, title: str, label=lambda row: row["method"]) -> None:
+    """PNG: speedup against each quality metric, one line per rule family (``row["rule"]``), sorted by
+    speed; ``families`` is a list of (rule, marker); the exact rule is drawn as points only."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2))
+    for ax, metric in zip(axes, metrics):
+        for family, marker in families:
+            pts = sorted((r for r in rows if r["rule"] == family and r[metric] is not None),
+                         key=lambda r: r["speedup"])
+            ax.plot([r["speedup"] for r in pts], [r[metric] for r in pts], marker=marker,
+                    linestyle="-" if family != "exact" else "none", label=family)
+            for r in pts:
+                ax.annotate(label(r), (r["speedup"], r[metric]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_xlabel("wall-clock speedup over plain AR")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

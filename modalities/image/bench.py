@@ -151,28 +151,12 @@ def save_grid(models: ImageModels, results: list[MethodTally], path: Path, scale
 
 
 def save_sweep_plot(rows: list[dict], path: Path) -> None:
-    """Speedup against class accuracy and feature-FD, one marker per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric in zip(axes, ("class_accuracy", "feature_fd")):
-        for family, marker in (("lantern", "o"), ("lantern++", "D"), ("gsd", "s"), ("exact", "^")):
-            pts = sorted((r for r in rows if r["rule"] == family), key=lambda r: r["speedup"])
-            ax.plot([r["speedup"] for r in pts], [r[metric] for r in pts], marker=marker, linestyle="-"
-                    if family != "exact" else "none", label=family)
-            for r in pts:
-                ax.annotate(r["method"].replace("draft+", "").replace("lantern++ ", "").replace("lantern ", ""),
-                            (r["speedup"], r[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("wall-clock speedup over plain AR")
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle("image decoding: speed against quality (in-domain classifier, not Inception)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Speedup against class accuracy and feature-FD, one line per rule family."""
+    report.save_sweep_plot(
+        rows, path, ("class_accuracy", "feature_fd"),
+        (("lantern", "o"), ("lantern++", "D"), ("gsd", "s"), ("exact", "^")),
+        "image decoding: speed against quality (in-domain classifier, not Inception)",
+        label=lambda r: r["method"].replace("draft+", "").replace("lantern++ ", "").replace("lantern ", ""))
 
 
 def write_report(rows: list[dict], out: Path, settings: dict) -> None:

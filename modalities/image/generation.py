@@ -9,7 +9,6 @@ VQ codebook with budget δ, ``gsd`` groups of nearest codes).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from multispec.guidance import GuidedLM
 
 DRAFTERS = ("plain", "draft", "sjd")
 ACCEPTANCES = ("exact", "lantern", "gsd")
-META_FILE = "multispec.json"
 
 
 @dataclass
@@ -39,19 +37,12 @@ class ImageModels:
     @classmethod
     def from_folders(cls, target: str | Path, vq: str | Path, draft: str | Path | None = None,
                      dtype: torch.dtype = torch.float32) -> "ImageModels":
-        from transformers import AutoModelForCausalLM
+        from models.zoo import load_token_lm
         from .tokenizer import ImageTokenizer
 
-        def load(folder):
-            return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=dtype).eval()
-
-        meta_path = Path(target) / META_FILE
-        if not meta_path.is_file():
-            raise ValueError(f"{target} has no {META_FILE}: not a multispec image model folder")
-        draft_meta_path = None if draft is None else Path(draft) / META_FILE
-        draft_meta = json.loads(draft_meta_path.read_text()) if draft_meta_path and draft_meta_path.is_file() else None
-        return cls(load(target), ImageTokenizer.from_pretrained(vq), json.loads(meta_path.read_text()),
-                   None if draft is None else load(draft), draft_meta)
+        model, meta = load_token_lm(target, dtype)
+        draft_model, draft_meta = load_token_lm(draft, dtype) if draft is not None else (None, None)
+        return cls(model, ImageTokenizer.from_pretrained(vq), meta, draft_model, draft_meta)
 
     @classmethod
     def from_zoo(cls, with_draft: bool = True) -> "ImageModels":

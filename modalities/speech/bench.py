@@ -115,28 +115,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def save_sweep_plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric in zip(axes, ("wer", "log_mel_l1_vs_plain")):
-        for family, marker in (("topk", "o"), ("additive", "s"), ("neighbors", "D"), ("exact", "^")):
-            pts = sorted((r for r in rows if r["rule"] == family and r[metric] is not None),
-                         key=lambda r: r["speedup"])
-            ax.plot([r["speedup"] for r in pts], [r[metric] for r in pts], marker=marker,
-                    linestyle="-" if family != "exact" else "none", label=family)
-            for r in pts:
-                ax.annotate(r["method"], (r["speedup"], r[metric]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
-        ax.set_xlabel("wall-clock speedup over plain AR")
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle("speech decoding: speed against quality (pocketsphinx WER, codec log-mel)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Speedup against WER and log-mel distance to plain, one line per rule family."""
+    report.save_sweep_plot(rows, path, ("wer", "log_mel_l1_vs_plain"),
+                           (("topk", "o"), ("additive", "s"), ("neighbors", "D"), ("exact", "^")),
+                           "speech decoding: speed against quality (pocketsphinx WER, codec log-mel)")
 
 
 def run_report(models: SpeechModels, sentences: list[str], out: Path, *, temperature: float = 0.0,

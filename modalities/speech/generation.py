@@ -10,9 +10,7 @@ LANTERN over each codec codebook with budget δ).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -27,7 +25,6 @@ from .vocab import CODE_OFFSET, EOS, encode_text
 
 DRAFTERS = ("plain", "draft", "sjd")
 ACCEPTANCES = ("exact", "topk", "additive", "neighbors")
-META_FILE = "multispec.json"
 
 
 def make_layout(meta: dict):
@@ -49,17 +46,12 @@ class SpeechModels:
 
     @classmethod
     def from_folders(cls, target, codec, draft=None, dtype: torch.dtype = torch.float32) -> "SpeechModels":
-        from transformers import AutoModelForCausalLM
+        from models.zoo import load_token_lm
         from .codec import MelRVQCodec
 
-        def load(folder):
-            return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=dtype).eval()
-
-        meta_path = Path(target) / META_FILE
-        if not meta_path.is_file():
-            raise ValueError(f"{target} has no {META_FILE}: not a multispec speech model folder")
-        return cls(load(target), MelRVQCodec.from_pretrained(codec), json.loads(meta_path.read_text()),
-                   None if draft is None else load(draft))
+        model, meta = load_token_lm(target, dtype)
+        draft_model = load_token_lm(draft, dtype)[0] if draft is not None else None
+        return cls(model, MelRVQCodec.from_pretrained(codec), meta, draft_model)
 
     @classmethod
     def from_zoo(cls, with_draft: bool = True) -> "SpeechModels":
