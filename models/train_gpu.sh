@@ -8,6 +8,7 @@
 # Inputs: runs/image/data.npz (python -m models.image_data) and runs/speech/ar (python -m
 # models.speech_tokens). Outputs: logs and the exports tarred into OUT/models.tar.* (15 MB parts).
 set -uo pipefail
+source "$(dirname "$0")/gpu_jobs.sh"
 PRESET=${PRESET:-gpu}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-runs/gpu-out}
@@ -27,18 +28,10 @@ $PY -m models.train speech --preset "$PRESET" --data $SPK/ar --out $SPK/train-$P
   --max-minutes ${SPEECH_MINUTES:-4.5} \
   > "$OUT/speech.log" 2>&1 &
 speech_pid=$!
-wait $image_pid; image_rc=$?
-wait $speech_pid; speech_rc=$?
-echo "image rc=$image_rc speech rc=$speech_rc"
-grep -v "it/s\]" "$OUT/image.log" | tail -n 15
-grep -v "it/s\]" "$OUT/speech.log" | tail -n 8
-paths=()
-for p in $IMG/vq-$PRESET/export $IMG/vq-$PRESET/log.jsonl $IMG/ar-$PRESET/meta.json \
-         $IMG/train-$PRESET/target $IMG/train-$PRESET/draft $IMG/train-$PRESET/target.log.jsonl \
-         $IMG/train-$PRESET/draft.log.jsonl $SPK/train-$PRESET/target $SPK/train-$PRESET/draft \
-         $SPK/train-$PRESET/target.log.jsonl $SPK/train-$PRESET/draft.log.jsonl; do
-  [ -e "$p" ] && paths+=("$p")
-done
-tar -cf - "${paths[@]}" | split -b 15M - "$OUT/models.tar."
-ls -la "$OUT"
+wait_job "$OUT" image $image_pid; image_rc=$?
+wait_job "$OUT" speech $speech_pid; speech_rc=$?
+pack_outputs "$OUT" $IMG/vq-$PRESET/export $IMG/vq-$PRESET/log.jsonl $IMG/ar-$PRESET/meta.json \
+  $IMG/train-$PRESET/target $IMG/train-$PRESET/draft $IMG/train-$PRESET/target.log.jsonl \
+  $IMG/train-$PRESET/draft.log.jsonl $SPK/train-$PRESET/target $SPK/train-$PRESET/draft \
+  $SPK/train-$PRESET/target.log.jsonl $SPK/train-$PRESET/draft.log.jsonl
 [ $image_rc -eq 0 ] && [ $speech_rc -eq 0 ]

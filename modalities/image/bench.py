@@ -43,10 +43,12 @@ DEFAULT_METHODS = (
     MethodSpec("draft+lantern δ=0.1", "draft", "lantern", delta=0.1),
     MethodSpec("draft+lantern δ=0.2", "draft", "lantern", delta=0.2),
     MethodSpec("draft+lantern δ=0.4", "draft", "lantern", delta=0.4),
-    MethodSpec("draft+lantern δ=0.2 k=32", "draft", "lantern", delta=0.2, k=32),
     MethodSpec("sjd+lantern δ=0.1", "sjd", "lantern", delta=0.1),
     MethodSpec("draft+gsd G=4", "draft", "gsd", group_size=4),
     MethodSpec("draft+gsd G=8", "draft", "gsd", group_size=8),
+    MethodSpec("lantern++ δ=0.4 λ=20", "draft", "lantern", delta=0.4, max_ratio=20.0),
+    MethodSpec("lantern++ δ=0.4 λ=50", "draft", "lantern", delta=0.4, max_ratio=50.0),
+    MethodSpec("lantern++ δ=0.4 λ=100", "draft", "lantern", delta=0.4, max_ratio=100.0),
 )
 
 
@@ -122,6 +124,8 @@ def _spec_columns(spec) -> dict:
     columns["rule"] = columns.pop("acceptance")
     if columns["rule"] == "lantern" and columns.get("max_ratio") is not None:
         columns["rule"] = "lantern++"
+    if columns["drafter"] == "sjd" and columns["rule"] != "exact":  # its own line in the sweep plot
+        columns["rule"] = "sjd+" + columns["rule"]
     return columns
 
 
@@ -139,7 +143,8 @@ def save_grid(models: ImageModels, results: list[MethodTally], path: Path, scale
     grid = Image.new("RGB", (label_w + size * len(classes), size * len(results)), "white")
     draw = ImageDraw.Draw(grid)
     for r, res in enumerate(results):
-        draw.text((4, r * size + size // 2 - 6), res.spec.name, fill="black")
+        name = res.spec.name.replace("δ", "d").replace("λ", "lambda")  # PIL's default font has no Greek
+        draw.text((4, r * size + size // 2 - 6), name, fill="black")
         first = {}
         for label, tokens in res.outputs:
             first.setdefault(label, tokens)
@@ -154,9 +159,10 @@ def save_sweep_plot(rows: list[dict], path: Path) -> None:
     """Speedup against class accuracy and feature-FD, one line per rule family."""
     report.save_sweep_plot(
         rows, path, ("class_accuracy", "feature_fd"),
-        (("lantern", "o"), ("lantern++", "D"), ("gsd", "s"), ("exact", "^")),
+        (("lantern", "o"), ("lantern++", "D"), ("gsd", "s"), ("sjd+lantern", "v"), ("exact", "^")),
         "image decoding: speed against quality (in-domain classifier, not Inception)",
-        label=lambda r: r["method"].replace("draft+", "").replace("lantern++ ", "").replace("lantern ", ""))
+        label=lambda r: r["method"].replace("draft+", "").replace("lantern++ ", "").replace("sjd+lantern ", "")
+        .replace("lantern ", ""))
 
 
 def write_report(rows: list[dict], out: Path, settings: dict) -> None:
@@ -165,7 +171,7 @@ def write_report(rows: list[dict], out: Path, settings: dict) -> None:
     (out / "results.md").write_text(markdown_table(rows))
 
 
-QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[2], DEFAULT_METHODS[5])
+QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[2], DEFAULT_METHODS[11])
 
 
 def run_report(models: ImageModels, out: Path, per_class: int = 8, *, guidance_scale: float = 3.0,

@@ -1,0 +1,64 @@
+"""Training recipes: target samples for on-policy distillation, and a drafter distilled on them."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from models import target_samples
+from models.seq_train import main as seq_train_main
+
+K, CLASSES = 12, ["a", "b", "c"]
+V = K + len(CLASSES) + 1
+META = {"modality": "image", "vocab_size": V, "codebook_size": K, "grid_size": [2, 4], "image_size": 8,
+        "class_names": CLASSES, "class_token_offset": K, "null_token": V - 1, "bos": V - 1, "eos": V - 1,
+        "pad": V - 1, "unconditional_prefix": [V - 1], "condition_dropout": 0.1, "seq_len": 9}
+
+
+def save_target(folder):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    (folder / "multispec.json").write_text(json.dumps(META))
+    return folder
+
+
+def sample(target, out, seed=0, guidance=3.0, num=12):
+    return target_samples.main(["--target", str(target), "--out", str(out), "--num", str(num), "--guidance",
+                                str(guidance), "--batch-size", "5", "--seed", str(seed), "--device", "cpu",
+                                "--heldout-fraction", "0.25"])
+
+
+def test_image_samples_are_balanced_codes_and_reproducible(tmp_path):
+    target = save_target(tmp_path / "target")
+    sample(target, tmp_path / "s1")
+    sample(target, tmp_path / "s2")
+    one, two = np.load(tmp_path / "s1/tokens.npz"), np.load(tmp_path / "s2/tokens.npz")
+    tokens = one["tokens"]
+    assert tokens.shape == (12, 9) and one["mask"].shape == (12, 8) and one["mask"].all()
+    assert sorted(np.bincount(tokens[:, 0] - K).tolist()) == [4, 4, 4]  # balanced class prompts
+    assert tokens[:, 1:].max() < V  # the tiny target is untrained: any id may come out, none out of range
+    np.testing.assert_array_equal(tokens, two["tokens"])  # the seed fixes the samples
+    meta = json.loads((tmp_path / "s1/meta.json").read_text())
+    assert meta["condition_dropout"] == 0.0 and meta["samples"]["guidance"] == 3.0
+    assert meta["train_sequences"] + meta["heldout_sequences"] == 12
+
+
+def test_guidance_needs_an_unconditional_prefix(tmp_path):
+    target = save_target(tmp_path / "target")
+    meta = json.loads((target / "multispec.json").read_text())
+    (target / "multispec.json").write_text(json.dumps({**meta, "unconditional_prefix": []}))
+    with pytest.raises(ValueError, match="unconditional_prefix"):
+        sample(target, tmp_path / "s")
+
+
+def test_drafter_distils_on_target_samples(tmp_path):
+    """The recipe of models/distill_gpu.sh at smoke size: samples -> guided distillation -> export."""
+    target = save_target(tmp_path / "run" / "target")
+    sample(target, tmp_path / "samples", num=16)
+    seq_train_main(["image", "--preset", "smoke", "--which", "draft", "--data", str(tmp_path / "samples"),
+                    "--out", str(tmp_path / "run"), "--distill-guidance", "3", "--device", "cpu"])
+    exported = json.loads((tmp_path / "run/draft/multispec.json").read_text())
+    assert exported["draft_guidance_distilled"] == 3.0 and exported["vocab_size"] == V
