@@ -24,7 +24,7 @@ from modalities.image.generation import ImageModels
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=4,
-                    help="images per class and method (9 classes; the benchmark's gate run uses 8)")
+                    help="images per class and method (9 classes; the benchmark's gate run uses 16)")
     ap.add_argument("--quick", action="store_true", help="plain, draft, sjd and one relaxed method only")
     ap.add_argument("--guidance-scale", type=float, default=3.0)
     ap.add_argument("--out", type=Path, default=Path("runs/demo/image"))

@@ -105,7 +105,8 @@ def test_bench_report_has_every_method_and_writes_files(tmp_path):
     rows = report["rows"]
     assert [r["method"] for r in rows] == [m.name for m in bench.QUICK_METHODS]
     assert rows[0]["speedup"] == 1.0 and rows[0]["forwards_per_image"] == 64
-    assert rows[1]["moved_mass_per_token"] == 0.0 and rows[3]["moved_mass_per_token"] <= 0.2
+    assert rows[1]["moved_mass_per_token"] == 0.0
+    assert 0 < rows[3]["moved_mass_per_token"] <= bench.QUICK_METHODS[3].delta  # the budget δ per token
     for name in ("results.json", "results.md", "grid.png", "sweep.png"):
         assert (tmp_path / name).is_file()
 
