@@ -63,3 +63,11 @@ def test_corrupt_or_missing_checkpoint_files_are_refused(tmp_path):
     weights.unlink()
     with pytest.raises(ValueError, match="model.safetensors is missing"):
         zoo.load_folder(folder)
+
+
+def test_bench_takes_the_first_prompts_of_each_category_of_the_bundled_file():
+    from modalities.text.cli import default_prompts
+    everything, first_two = default_prompts(), default_prompts(2)
+    categories = sorted({c for c, _ in everything})
+    assert sorted(c for c, _ in first_two) == sorted(categories * 2)
+    assert all(p in everything for p in first_two)

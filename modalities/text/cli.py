@@ -64,7 +64,7 @@ def run_bench(args) -> int:
         torch.set_num_threads(args.threads)
     target_path, draft_path = _resolve(args)
     target, draft, tokenizer = load_pair(target_path, draft_path, args.device, _dtype(args))
-    prompts = bench.load_prompts(args.prompts, args.num_prompts) if args.prompts else default_prompts()
+    prompts = bench.load_prompts(args.prompts, args.num_prompts) if args.prompts else default_prompts(args.num_prompts)
     started = time.time()
     report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods,
                              max_new_tokens=args.max_new_tokens, layerskip_layers=args.layerskip_layers,
@@ -76,10 +76,10 @@ def run_bench(args) -> int:
     return 0
 
 
-def default_prompts():
+def default_prompts(limit: int | None = None):
     try:
         from models import zoo
-        return bench.load_prompts(zoo.text_prompts_path())
+        return bench.load_prompts(zoo.text_prompts_path(), limit)
     except (ImportError, AttributeError, FileNotFoundError) as error:
         raise ValueError("no bundled prompt file yet: pass --prompts FILE") from error
 
