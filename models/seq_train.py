@@ -22,6 +22,7 @@ import torch
 
 from models.text_presets import ModelPreset, ModelShape, TrainSpec
 from models.train import WHICH, Stop, train_model
+from multispec.guidance import guided_logits
 
 META_FILE = "multispec.json"
 
@@ -120,9 +121,8 @@ class GuidedTeacher(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, **kwargs):
         uncond = input_ids.clone()
         uncond[:, : len(self.null_prefix)] = self.null_prefix.to(input_ids.device)
-        both = self.model(input_ids=torch.cat([input_ids, uncond]), **kwargs).logits.float()
-        cond, free = both.chunk(2)
-        return type("Output", (), {"logits": free + self.scale * (cond - free)})()
+        cond, free = self.model(input_ids=torch.cat([input_ids, uncond]), **kwargs).logits.chunk(2)
+        return type("Output", (), {"logits": guided_logits(cond, free, self.scale)})()
 
 
 def save_meta(meta: dict):

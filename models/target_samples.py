@@ -32,6 +32,8 @@ from tqdm import tqdm
 
 from models import zoo
 from multispec import compat
+from multispec.guidance import guided_logits
+from multispec.sampling import Sampling
 
 
 def class_prompts(meta: dict, num: int) -> list[torch.Tensor]:
@@ -51,10 +53,9 @@ def dataset_prompts(folder: Path, num: int, seed: int) -> list[torch.Tensor]:
 
 @torch.inference_mode()
 def sample_batch(model, prompts: torch.Tensor, new_tokens: int, meta: dict, guidance: float,
-                 temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """prompts [B, P] (one length) -> continuations [B, new_tokens]; after eos the rest is pad."""
-    from transformers import DynamicCache
-
+                 temperature: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """prompts [B, P] (one length) -> (continuations [B, new_tokens], lengths [B]): a row ends with
+    its eos (image grids have a fixed length and no eos), the rest is pad; temperature 0 = greedy."""
     null = torch.tensor(meta.get("unconditional_prefix") or [], dtype=torch.long, device=prompts.device)
     guided = guidance != 1.0
     if guided and not len(null):
@@ -64,26 +65,25 @@ def sample_batch(model, prompts: torch.Tensor, new_tokens: int, meta: dict, guid
         uncond = prompts.clone()
         uncond[:, : len(null)] = null
         batch = torch.cat([prompts, uncond])
-    cache, out = DynamicCache(), []
+    cache, out, sampling = compat.new_cache(model), [], Sampling(temperature)
     cache_kwarg = compat.cache_kwarg(model)
     done = torch.zeros(prompts.shape[0], dtype=torch.bool, device=prompts.device)
+    lengths = torch.zeros(prompts.shape[0], dtype=torch.long, device=prompts.device)
     eos, pad = meta.get("eos"), meta.get("pad", 0)
-    stops_at_eos = meta.get("modality") != "image"  # image grids have a fixed length and no eos
+    stops_at_eos = eos is not None and meta.get("modality") != "image"
     for _ in range(new_tokens):
-        logits = model(input_ids=batch, **{cache_kwarg: cache}, use_cache=True).logits[:, -1].float()
-        if guided:
-            cond, free = logits.chunk(2)
-            logits = free + guidance * (cond - free)
-        probs = torch.softmax(logits / temperature, -1)
-        token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        logits = model(input_ids=batch, **{cache_kwarg: cache}, use_cache=True).logits[:, -1]
+        logits = guided_logits(*logits.chunk(2), guidance) if guided else logits
+        token = sampling.pick(sampling.probs(logits), generator)
         token = torch.where(done, torch.full_like(token, pad), token)
         out.append(token)
-        if stops_at_eos and eos is not None:
+        lengths += ~done
+        if stops_at_eos:
             done |= token == eos
             if bool(done.all()):
                 break
         batch = torch.cat([token, token])[:, None] if guided else token[:, None]
-    return torch.stack(out, 1)
+    return torch.stack(out, 1), lengths
 
 
 def corpus_slice(corpus: np.ndarray, tokens: int | None, chunks: int = 64) -> np.ndarray:
@@ -104,11 +104,12 @@ def build_text(target: Path, tokens_dir: Path, out: Path, num: int, prompt_len: 
     starts = np.random.default_rng(seed).integers(0, len(corpus) - prompt_len, size=num)
     generator = torch.Generator(device).manual_seed(seed)
     t0, pieces = time.perf_counter(), [corpus]
+    meta = {"modality": "text", "eos": None}  # fixed-length continuations; eos is appended below
     for b, i in enumerate(tqdm(range(0, num, batch_size), desc="text batches", mininterval=10)):
         idx = starts[i: i + batch_size, None] + np.arange(prompt_len)[None]
         prompts = torch.from_numpy(corpus[idx].astype(np.int64)).to(device)
-        meta = {"modality": "text", "eos": None}
-        cont = sample_batch(model, prompts, new_tokens, meta, 1.0, 1.0 if b % 2 else 1e-4, generator).cpu()
+        cont, _ = sample_batch(model, prompts, new_tokens, meta, 1.0, 1.0 if b % 2 else 0.0, generator)
+        cont = cont.cpu()
         rows = torch.cat([prompts.cpu(), cont, torch.full((len(cont), 1), eos)], 1)
         pieces.append(rows.flatten().numpy().astype(np.uint16))
     out.mkdir(parents=True, exist_ok=True)
@@ -135,14 +136,11 @@ def build(target: Path, out: Path, num: int, guidance: float, temperature: float
         length = len(prompts[order[i]])
         rows = [r for r in order[i: i + batch_size] if len(prompts[r]) == length]
         batch = torch.stack([prompts[r] for r in rows]).to(device)
-        cont = sample_batch(model, batch, seq_len - length, meta, guidance, temperature, generator).cpu()
+        cont, scored = sample_batch(model, batch, seq_len - length, meta, guidance, temperature, generator)
         for j, r in enumerate(rows):
-            seq = torch.cat([prompts[r], cont[j]])[:seq_len].numpy()
+            seq = torch.cat([prompts[r], cont[j].cpu()]).numpy()
             tokens[r, : len(seq)] = seq
-            scored = len(seq) - length  # targets at positions length..len(seq)-1
-            if meta.get("modality") != "image" and meta.get("eos") in cont[j].tolist():
-                scored = cont[j].tolist().index(meta["eos"]) + 1
-            mask[r, length - 1: length - 1 + scored] = True
+            mask[r, length - 1: length - 1 + int(scored[j])] = True  # targets from position `length` on
         i += len(rows)
         bar.update(len(rows))
     bar.close()

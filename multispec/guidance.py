@@ -17,6 +17,12 @@ from .lm import CachedLM
 AllowedTokens = Callable[[torch.Tensor], torch.Tensor]  # predicted positions [n] -> allowed [n, V] bool
 
 
+def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance u + s·(c − u) of conditional and unconditional logits [..., V] (float32)."""
+    cond, uncond = cond.float(), uncond.float()
+    return uncond + scale * (cond - uncond)
+
+
 class GuidedLM(CachedLM):
     """A :class:`CachedLM` with optional classifier-free guidance and per-position token masks.
 
@@ -56,8 +62,8 @@ class GuidedLM(CachedLM):
             prefix = self.unconditional_prefix
             overlap = max(0, min(prefix.shape[0] - start, tokens.shape[0]))
             uncond[:overlap] = prefix[start:start + overlap]
-            cond_logits, uncond_logits = self._run(torch.stack([tokens, uncond]), last_only).float()
-            logits = uncond_logits + self.guidance_scale * (cond_logits - uncond_logits)
+            cond_logits, uncond_logits = self._run(torch.stack([tokens, uncond]), last_only)
+            logits = guided_logits(cond_logits, uncond_logits, self.guidance_scale)
         if self.allowed_tokens is not None:
             # logits row i predicts the token at position start + i + 1
             positions = torch.arange(start + 1, start + tokens.shape[0] + 1, device=tokens.device)[-logits.shape[0]:]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -118,10 +118,9 @@ COLUMNS = ("method", "speedup", "forwards_per_image", "tau", "acceptance", "move
 
 
 def _spec_columns(spec) -> dict:
-    """The method's settings for a result row; its acceptance rule is called ``rule`` there, since
-    ``acceptance`` is the measured acceptance rate."""
-    columns = {k: v for k, v in asdict(spec).items() if k != "name"}
-    columns["rule"] = columns.pop("acceptance")
+    """The row settings of :func:`multispec.report.spec_columns`, with the sweep plot's families:
+    LANTERN with a λ cap is ``lantern++``, relaxed rules over Jacobi drafts ``sjd+<rule>``."""
+    columns = report.spec_columns(spec)
     if columns["rule"] == "lantern" and columns.get("max_ratio") is not None:
         columns["rule"] = "lantern++"
     if columns["drafter"] == "sjd" and columns["rule"] != "exact":  # its own line in the sweep plot

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -89,7 +89,7 @@ def score(models: SpeechModels, results: list[MethodTally], sentences: list[str]
         distances = [log_mel_distance(models, a.frames, b.frames) for a, b in zip(outputs, plain)]
         lengths = sum(a.frames.shape[0] for a in outputs) / max(1, sum(b.frames.shape[0] for b in plain))
         rows.append({
-            "method": tally.spec.name, **_spec_columns(tally.spec),
+            "method": tally.spec.name, **report.spec_columns(tally.spec),
             "sentences": len(outputs), **tally.speed_columns(results[0].wall_s),
             "wer": round(corpus_wer(zip(sentences, hyps)), 4) if wer else None,
             "log_mel_l1_vs_plain": round(sum(distances) / len(outputs), 4), "length_ratio": round(lengths, 3),
@@ -100,14 +100,6 @@ def score(models: SpeechModels, results: list[MethodTally], sentences: list[str]
 
 COLUMNS = ("method", "speedup", "tau", "acceptance", "moved_mass_per_token", "wer", "log_mel_l1_vs_plain",
            "length_ratio", "identical_to_plain")
-
-
-def _spec_columns(spec) -> dict:
-    """The method's settings for a result row; its acceptance rule is called ``rule`` there, since
-    ``acceptance`` is the measured acceptance rate."""
-    columns = {k: v for k, v in asdict(spec).items() if k != "name"}
-    columns["rule"] = columns.pop("acceptance")
-    return columns
 
 
 def markdown_table(rows: list[dict]) -> str:
