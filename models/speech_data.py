@@ -42,7 +42,7 @@ ASTERISK_TXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.g
 class SpeechDataConfig:
     out_dir: Path = Path("runs/speech")
     manifest: Path = Path("models/speech/data_manifest.json")
-    num_sentences: int = 6000  # training sentences; held-out ones come on top
+    num_sentences: int = 14000  # training sentences; held-out ones come on top
     max_heldout: int = 256
     heldout_fraction: float = 0.03
     salt: str = "multispec-speech-v1"
@@ -50,6 +50,8 @@ class SpeechDataConfig:
     min_words: int = 3
     max_words: int = 10
     processes: int = 2
+    # more prose for training only; the held-out sentences stay fortunes and Python docs (modern)
+    train_only_sources: tuple[str, ...] = ("jargon", "devil", "kjv")
 
 
 # ---- text -------------------------------------------------------------------------------------
@@ -91,14 +93,19 @@ def _paragraphs_rst(text: str) -> Iterator[str]:
 def candidate_sentences(cfg: SpeechDataConfig) -> list[tuple[str, str]]:
     """(source, sentence) pairs, deduplicated case-insensitively, in source order."""
     from models import text_corpus as tc
-    for name in ("fortunes", "python_docs"):
+    for name in ("fortunes", "python_docs") + cfg.train_only_sources:
         src = tc.SOURCES[name]
         missing = [p for p in src.required_paths if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"{missing[0]} not found: apt-get install -y {' '.join(src.packages)}")
     seen, out = set(), []
-    streams = (("fortunes", (d.text for d in tc.load_fortunes())),
-               ("python_docs", (p for d in tc.load_python_docs() for p in _paragraphs_rst(d.text))))
+    verse_numbers = re.compile(r"^\d+\s+", re.M)
+    texts = {"fortunes": lambda: (d.text for d in tc.load_fortunes()),
+             "python_docs": lambda: (p for d in tc.load_python_docs() for p in _paragraphs_rst(d.text)),
+             "jargon": lambda: (d.text for d in tc.load_jargon()),
+             "devil": lambda: (d.text for d in tc.load_devil()),
+             "kjv": lambda: (verse_numbers.sub("", d.text) for d in tc.load_kjv())}
+    streams = ((name, texts[name]()) for name in ("fortunes", "python_docs") + cfg.train_only_sources)
     for name, blocks in streams:
         for block in blocks:
             for sent in sentences(block, cfg.min_words, cfg.max_words):
@@ -116,7 +123,8 @@ def _hash01(salt: str, text: str) -> float:
 def split_sentences(cands: list[tuple[str, str]], cfg: SpeechDataConfig) -> dict[str, list[tuple[str, str]]]:
     """Held-out by hash; the training subset is the ``num_sentences`` with the smallest second
     hash, so it is a deterministic random sample that grows by adding sentences."""
-    held = [c for c in cands if _hash01(cfg.salt, c[1]) < cfg.heldout_fraction]
+    held = [c for c in cands if _hash01(cfg.salt, c[1]) < cfg.heldout_fraction
+            and c[0] not in cfg.train_only_sources]
     train = [c for c in cands if _hash01(cfg.salt, c[1]) >= cfg.heldout_fraction]
     train = sorted(train, key=lambda c: _hash01(cfg.salt + ":pick", c[1]))[:cfg.num_sentences]
     held = sorted(held, key=lambda c: _hash01(cfg.salt + ":pick", c[1]))[:cfg.max_heldout]
@@ -125,27 +133,36 @@ def split_sentences(cands: list[tuple[str, str]], cfg: SpeechDataConfig) -> dict
 
 # ---- audio ------------------------------------------------------------------------------------
 
-def _synth(job: tuple[str, str]) -> np.ndarray:
-    """int16 [n] samples of flite's rendering of one sentence."""
+def parse_phone_times(printed: str) -> list[tuple[str, float]]:
+    """flite ``-psdur`` output ("pau:0.164 hh:0.255 ...") -> [(phone, end time in s)]."""
+    out = []
+    for item in printed.split():
+        phone, _, end = item.rpartition(":")
+        out.append((phone, float(end)))
+    return out
+
+
+def _synth(job: tuple[str, str]) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """int16 [n] samples of flite's rendering of one sentence, and its phones with end times."""
     import soundfile as sf
     voice, text = job
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "out.wav"
-        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True,
-                       capture_output=True)
+        run = subprocess.run(["flite", "-voice", voice, "-psdur", "-t", text, "-o", str(path)], check=True,
+                             capture_output=True, text=True)
         wave, sr = sf.read(path, dtype="int16")
     if sr != SAMPLE_RATE or wave.ndim != 1:
         raise ValueError(f"flite returned {sr} Hz, shape {wave.shape}; expected {SAMPLE_RATE} Hz mono")
-    return wave
+    return wave, parse_phone_times(run.stdout)
 
 
-def synthesize(texts: list[str], cfg: SpeechDataConfig) -> list[np.ndarray]:
+def synthesize(texts: list[str], cfg: SpeechDataConfig) -> list[tuple[np.ndarray, list]]:
     if shutil.which("flite") is None:
         raise FileNotFoundError("flite not found: apt-get install -y flite")
     out, t0 = [], time.perf_counter()
     with Pool(cfg.processes) as pool:
-        for wave in pool.imap(_synth, [(cfg.voice, t) for t in texts], chunksize=16):
-            out.append(wave)
+        for result in pool.imap(_synth, [(cfg.voice, t) for t in texts], chunksize=16):
+            out.append(result)
             if len(out) % 1000 == 0:
                 print(f"synthesised {len(out)}/{len(texts)} in {time.perf_counter() - t0:.0f} s", flush=True)
     return out
@@ -178,15 +195,18 @@ def load_asterisk() -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
-def _write_split(out_dir: Path, split: str, rows: list[tuple[str, str, str, np.ndarray]]) -> dict:
-    """rows: (id, text, source, int16 [n]); writes {split}.npy and {split}.jsonl."""
+def _write_split(out_dir: Path, split: str, rows: list[tuple], phones: list | None = None) -> dict:
+    """rows: (id, text, source, int16 [n]); writes {split}.npy and {split}.jsonl (with each clip's
+    ``phones``, [[phone, end s], ...], where given)."""
     starts = np.cumsum([0] + [len(r[3]) for r in rows])
     audio = np.concatenate([r[3] for r in rows]) if rows else np.zeros(0, np.int16)
     np.save(out_dir / f"{split}.npy", audio)
     with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
-        for (rid, text, source, wave), start in zip(rows, starts):
-            f.write(json.dumps({"id": rid, "text": text, "source": source, "start": int(start),
-                                "length": len(wave)}) + "\n")
+        for i, ((rid, text, source, wave), start) in enumerate(zip(rows, starts)):
+            record = {"id": rid, "text": text, "source": source, "start": int(start), "length": len(wave)}
+            if phones is not None:
+                record["phones"] = phones[i]
+            f.write(json.dumps(record) + "\n")
     return {"clips": len(rows), "hours": round(len(audio) / SAMPLE_RATE / 3600, 4),
             "words": sum(len(r[1].split()) for r in rows)}
 
@@ -208,14 +228,15 @@ def _sha256(path: Path) -> str:
 
 
 def build(cfg: SpeechDataConfig) -> dict:
+    from models import text_corpus as tc
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     cands = candidate_sentences(cfg)
     splits = split_sentences(cands, cfg)
     stats, t0 = {}, time.perf_counter()
     for split in ("train", "heldout"):
-        waves = synthesize([s for _, s in splits[split]], cfg)
-        rows = [(f"{split}-{i:05d}", s, src, w) for i, ((src, s), w) in enumerate(zip(splits[split], waves))]
-        stats[split] = _write_split(cfg.out_dir, split, rows)
+        synthesised = synthesize([s for _, s in splits[split]], cfg)
+        rows = [(f"{split}-{i:05d}", s, src, w) for i, ((src, s), (w, _)) in enumerate(zip(splits[split], synthesised))]
+        stats[split] = _write_split(cfg.out_dir, split, rows, [p for _, p in synthesised])
     synth_s = time.perf_counter() - t0
     real = load_asterisk()
     stats["real"] = _write_split(cfg.out_dir, "real", [(k, t, "asterisk", w) for k, t, w in real])
@@ -229,11 +250,15 @@ def build(cfg: SpeechDataConfig) -> dict:
                          "sentences": sum(src == "fortunes" for split in splits.values() for src, _ in split)},
             "python_docs": {"packages": ["python3.11-doc"], "licence": "PSF-2.0 (Python documentation)",
                             "sentences": sum(src == "python_docs" for split in splits.values() for src, _ in split)},
+            **{name: {"packages": list(tc.SOURCES[name].packages), "licence": tc.SOURCES[name].licence,
+                      "training_only": True, "sentences": sum(src == name for src, _ in splits["train"])}
+               for name in cfg.train_only_sources},
             "flite_slt": {"packages": ["flite"], "licence": "BSD-style (CMU flite, cmu_us_slt voice)"},
             "asterisk": {"packages": ["asterisk-core-sounds-en-wav", "asterisk-core-sounds-en"],
                          "licence": "CC-BY-SA-3.0 (Allison Smith / Digium)", "clips": stats["real"]["clips"]},
         },
-        "apt_packages": ["flite", "fortunes", "python3.11-doc", "asterisk-core-sounds-en-wav", "asterisk-core-sounds-en"],
+        "apt_packages": ["flite", "fortunes", "python3.11-doc", "asterisk-core-sounds-en-wav", "asterisk-core-sounds-en",
+                         *(p for name in cfg.train_only_sources for p in tc.SOURCES[name].packages)],
         "candidate_sentences": len(cands), "splits": stats,
         "synthesis_seconds": round(synth_s, 1), "files": files,
     }

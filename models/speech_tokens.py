@@ -1,11 +1,14 @@
 """Turn the synthesised speech set into text-conditioned codec-token sequences for the AR speech model.
 
-    python -m models.speech_tokens [--data runs/speech] [--codec DIR] [--layout flattened|delay]
+    python -m models.speech_tokens [--data runs/speech] [--codec DIR] [--layout flattened|delay|aligned]
                                    [--max-seconds 4] [--out runs/speech/ar]
 
 Each clip becomes [bos] text [sep] audio tokens [eos] (vocabulary: ``modalities.speech.vocab``);
 the loss is scored from the first audio token to eos. Clips longer than ``--max-seconds`` are
-skipped (and counted) so sequences stay short enough to train on.
+skipped (and counted) so sequences stay short enough to train on. The ``aligned`` layout reads
+phones instead of characters and labels each frame with the index of the phone it falls in, from
+the phone end times flite printed at synthesis (``models.speech_data``); the model learns to
+generate those labels, i.e. the durations.
 """
 from __future__ import annotations
 
@@ -22,16 +25,25 @@ from models.speech_data import load_split
 SPLITS = {"train": 0, "heldout": 1}
 
 
+def frame_phones(phones: list, num_frames: int, frame_rate: float) -> torch.Tensor:
+    """[(phone, end s)] -> the index of the phone each frame's centre falls in [num_frames]."""
+    ends = torch.tensor([end for _, end in phones], dtype=torch.float64)
+    centres = (torch.arange(num_frames, dtype=torch.float64) + 0.5) / frame_rate
+    return torch.searchsorted(ends, centres, right=True).clamp_max(len(phones) - 1)
+
+
 def build(data_dir: Path, codec_dir: Path, out: Path, layout_name: str = "flattened",
           max_seconds: float = 4.0) -> dict:
     from modalities.speech.codec import MelRVQCodec
     from modalities.speech.generation import make_layout
-    from modalities.speech.vocab import CODE_OFFSET, EOS, PAD, encode_text
+    from modalities.speech.vocab import CODE_OFFSET, EOS, PAD, PHONE_CODE_OFFSET, encode_phones, encode_text
 
     codec = MelRVQCodec.from_pretrained(codec_dir)
+    aligned = layout_name == "aligned"
     meta = {"modality": "speech", "layout": layout_name, "num_codebooks": codec.num_codebooks,
             "codebook_size": codec.codebook_size, "frame_rate": codec.frame_rate,
-            "sample_rate": codec.sample_rate, "code_offset": CODE_OFFSET, "bos": 1, "eos": EOS, "pad": PAD,
+            "sample_rate": codec.sample_rate, "code_offset": PHONE_CODE_OFFSET if aligned else CODE_OFFSET,
+            "text_units": "phones" if aligned else "chars", "bos": 1, "eos": EOS, "pad": PAD,
             "condition_dropout": 0.0, "unconditional_prefix": []}
     layout = make_layout(meta)
     meta["vocab_size"] = layout.offset + layout.num_tokens
@@ -43,8 +55,16 @@ def build(data_dir: Path, codec_dir: Path, out: Path, layout_name: str = "flatte
                 if wave.numel() > max_seconds * codec.sample_rate:
                     skipped += 1
                     continue
-                prompt = encode_text(info["text"])[0]
-                audio = layout.to_tokens(codec.encode(wave, codec.sample_rate))
+                frames = codec.encode(wave, codec.sample_rate)
+                if aligned:
+                    if "phones" not in info:
+                        raise ValueError(f"{data_dir}/{name}.jsonl has no phone times: rebuild it with "
+                                         "python -m models.speech_data")
+                    prompt = encode_phones([p for p, _ in info["phones"]])[0]
+                    audio = layout.to_tokens(frames, frame_phones(info["phones"], len(frames), codec.frame_rate))
+                else:
+                    prompt = encode_text(info["text"])[0]
+                    audio = layout.to_tokens(frames)
                 rows.append(torch.cat([prompt, audio, torch.tensor([EOS])]).numpy())
                 split.append((code, len(prompt)))
     length = max(len(r) for r in rows)
@@ -66,7 +86,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("runs/speech"))
     ap.add_argument("--codec", type=Path, default=Path("runs/speech/codec"))
-    ap.add_argument("--layout", choices=["flattened", "delay"], default="flattened")
+    ap.add_argument("--layout", choices=["flattened", "delay", "aligned"], default="aligned",
+                    help="aligned (phones, the bundled model) or flattened / delay (characters)")
     ap.add_argument("--max-seconds", type=float, default=4.0)
     ap.add_argument("--out", type=Path, default=Path("runs/speech/ar"))
     args = ap.parse_args()

@@ -7,7 +7,8 @@ import transformers
 
 from modalities.speech.codec import MelRVQCodec, MelRVQConfig
 from modalities.speech.generation import SpeechModels, generate_codes, generate_speech
-from modalities.speech.vocab import CODE_OFFSET, EOS, encode_text
+from modalities.speech.vocab import (CODE_OFFSET, EOS, INDEX_OFFSET, PHONE_CODE_OFFSET, encode_phones,
+                                     encode_text, text_to_phones)
 
 C = 16
 
@@ -29,7 +30,9 @@ def models(layout: str = "flattened", k: int = 2) -> SpeechModels:
     codec = MelRVQCodec(MelRVQConfig(num_codebooks=k, codebook_size=C, griffin_lim_iters=4),
                         codebook=torch.randn(k, C, 80, generator=g) * 0.5)
     meta = {"layout": layout, "num_codebooks": k, "codebook_size": C, "frame_rate": 100.0, "sample_rate": 16000}
-    vocab = CODE_OFFSET + k * C + (1 if layout == "delay" else 0)
+    if layout == "aligned":
+        meta.update(code_offset=PHONE_CODE_OFFSET, text_units="phones")
+    vocab = meta.get("code_offset", CODE_OFFSET) + k * C + (1 if layout == "delay" else 0)
     meta["vocab_size"] = vocab
     return SpeechModels(tiny_lm(vocab, 2, 32, 0), codec, meta, tiny_lm(vocab, 1, 16, 1))
 
@@ -37,8 +40,8 @@ def models(layout: str = "flattened", k: int = 2) -> SpeechModels:
 TEXTS = ["hello there.", "a short test, of speech!"]
 
 
-@pytest.mark.parametrize("layout", ["flattened", "delay"])
-@pytest.mark.parametrize("drafter", ["draft", "sjd"])
+@pytest.mark.parametrize("layout", ["flattened", "delay", "aligned"])
+@pytest.mark.parametrize("drafter", ["draft", "sjd", "lookup"])
 def test_exact_methods_equal_plain_greedy(layout, drafter):
     m = models(layout)
     for text in TEXTS:
@@ -48,7 +51,7 @@ def test_exact_methods_equal_plain_greedy(layout, drafter):
         assert plain.frames.shape[1] == 2
 
 
-@pytest.mark.parametrize("layout", ["flattened", "delay"])
+@pytest.mark.parametrize("layout", ["flattened", "delay", "aligned"])
 def test_every_audio_token_sits_in_its_slot(layout):
     m = models(layout)
     for acceptance in ("topk", "additive", "neighbors"):
@@ -91,6 +94,25 @@ def test_text_errors():
     with pytest.raises(ValueError, match="cannot read"):
         encode_text("naïve café")
     assert encode_text("Hi!")[0].tolist()[0] == 1 and encode_text("Hi!")[0].tolist()[-1] == 2
+
+
+def test_phone_prompts_and_aligned_decoding():
+    phones = text_to_phones("Hello there.")
+    assert phones[0] == "pau" and "hh" in phones and phones[-1] == "pau"
+    prompt = encode_phones(phones)[0].tolist()
+    assert prompt[0] == 1 and prompt[-1] == 2 and len(prompt) == 2 * len(phones) + 2
+    assert prompt[1::2][:len(phones)] == [INDEX_OFFSET + i for i in range(len(phones))]
+    with pytest.raises(ValueError, match="unknown phones"):
+        encode_phones(["hh", "xx"])
+    with pytest.raises(ValueError, match="at most"):
+        encode_phones(["ah"] * 1000)
+    m = models("aligned")
+    for temperature in (0.0, 1.0):  # the index slot only names the prompt's phones; tolerance never moves it
+        sample = generate_codes(m, TEXTS[1], "draft", "topk", k=50, max_seconds=0.3, temperature=temperature,
+                                generator=torch.Generator().manual_seed(0))
+        index = m.layout.phone_index(sample.tokens)
+        assert index.numel() == sample.frames.shape[0] > 0
+        assert index.max() < len(text_to_phones(TEXTS[1]))
 
 
 def test_bench_report_has_every_method_and_writes_files(tmp_path):

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from modalities.speech import (DelayLayout, FlattenedLayout, HFCodec, MelRVQCodec, MelRVQConfig, corpus_wer,
+from modalities.speech import (AlignedLayout, DelayLayout, FlattenedLayout, HFCodec, MelRVQCodec, MelRVQConfig, corpus_wer,
                                normalize_text, word_error_rate)
 
 SR = 16000
@@ -202,6 +202,37 @@ def test_layout_errors():
             lay.slot(-1)
     with pytest.raises(ValueError, match="pad"):
         DelayLayout(3, 16).to_frames(torch.tensor([0, 16, 32]))
+
+
+def test_aligned_round_trip_masks_and_errors():
+    lay = AlignedLayout(3, 16, offset=40, index_offset=8, max_index=20)
+    phones = torch.tensor([0, 0, 1, 3])
+    tokens = lay.to_tokens(FRAMES, phones)
+    assert lay.tokens_per_frame == 4 and len(tokens) == 16 and lay.num_positions(4) == 16
+    assert tokens[:4].tolist() == [8, 40 + 1, 40 + 16 + 2, 40 + 32 + 3]
+    assert torch.equal(lay.to_frames(tokens), FRAMES) and torch.equal(lay.phone_index(tokens), phones)
+    assert torch.equal(lay.to_frames(tokens[:-1]), FRAMES[:3])  # truncated last frame dropped
+    masks = lay.allowed_masks(torch.arange(16), 100, always_allowed=[3])
+    assert masks[torch.arange(16), tokens].all()
+    assert masks[0].nonzero().squeeze(1).tolist() == [3] + list(range(8, 28))  # index slot
+    assert masks[1].nonzero().squeeze(1).tolist() == [3] + list(range(40, 56))  # codebook 0
+    with pytest.raises(ValueError, match="one phone index per frame"):
+        lay.to_tokens(FRAMES)
+    with pytest.raises(ValueError, match=r"\[0, 20\)"):
+        lay.to_tokens(FRAMES, torch.tensor([0, 1, 2, 20]))
+    bad = tokens.clone()
+    bad[4] = 41  # a code where frame 1's index belongs
+    with pytest.raises(ValueError, match="phone-index"):
+        lay.to_frames(bad)
+    with pytest.raises(ValueError, match="below the codes"):
+        AlignedLayout(3, 16, offset=20, index_offset=8, max_index=20)
+
+
+def test_frame_phone_labels():
+    from models.speech_tokens import frame_phones
+    phones = [("pau", 0.05), ("hh", 0.09), ("ay", 0.2)]
+    # 50 frames/s: centres 0.01, 0.03, 0.05, 0.07, ...; a centre on an end time belongs to the next phone
+    assert frame_phones(phones, 12, 50.0).tolist() == [0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]
 
 
 # ---- WER ------------------------------------------------------------------------------------

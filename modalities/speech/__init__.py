@@ -2,8 +2,8 @@
 one token stream, and intelligibility metrics (pocketsphinx WER)."""
 
 from modalities.speech.codec import HFCodec, MelRVQCodec, MelRVQConfig
-from modalities.speech.layouts import DelayLayout, FlattenedLayout
+from modalities.speech.layouts import AlignedLayout, DelayLayout, FlattenedLayout
 from modalities.speech.wer import corpus_wer, normalize_text, transcribe, word_error_rate
 
-__all__ = ["HFCodec", "MelRVQCodec", "MelRVQConfig", "DelayLayout", "FlattenedLayout", "corpus_wer",
+__all__ = ["HFCodec", "MelRVQCodec", "MelRVQConfig", "AlignedLayout", "DelayLayout", "FlattenedLayout", "corpus_wer",
            "normalize_text", "transcribe", "word_error_rate"]

@@ -38,6 +38,8 @@ DEFAULT_METHODS = (
     MethodSpec("draft+topk k=4", "draft", "topk", k=4),
     MethodSpec("draft+additive β=0.3", "draft", "additive", tolerance=0.3),
     MethodSpec("draft+neighbors δ=0.2", "draft", "neighbors", tolerance=0.2),
+    MethodSpec("lookup", "lookup"),
+    MethodSpec("lookup+topk k=4", "lookup", "topk", k=4),
 )
 WITH_JACOBI = DEFAULT_METHODS[:2] + (MethodSpec("sjd", "sjd"), MethodSpec("sjd+topk k=4", "sjd", "topk", k=4))
 QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[3])

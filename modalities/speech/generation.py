@@ -4,9 +4,10 @@ The speech model is a transformers causal LM over [bos] text [sep] audio tokens 
 :mod:`modalities.speech.vocab`). Both target and drafter run inside a
 :class:`~multispec.guidance.GuidedLM` whose mask lets each audio position hold only its layout
 slot's codebook (and eos at frame boundaries), so a draft token outside its slot has p = 0 and is
-never accepted, by any rule. Methods: a drafter (``plain``, ``draft`` model, ``sjd``) and an
-acceptance rule (``exact``; ``topk`` tolerance; ``additive`` β per codebook level; ``neighbors``:
-LANTERN over each codec codebook with budget δ).
+never accepted, by any rule. Methods: a drafter (``plain``, ``draft`` model, ``sjd``, ``lookup``
+of earlier frames) and an acceptance rule (``exact``; ``topk`` tolerance; ``additive`` β per codebook
+level; ``neighbors``: LANTERN over each codec codebook with budget δ). Tolerance applies to codec
+codes only: eos and the aligned layout's phone-index (duration) tokens are always decided exactly.
 """
 from __future__ import annotations
 
@@ -17,19 +18,28 @@ import torch
 import multispec
 from multispec.acceptance import (AdditiveTolerance, ExactOn, NeighborhoodRelaxation,
                                   TopKTolerance)
-from multispec.drafters import DraftModel, Jacobi
+from multispec.drafters import DraftModel, Jacobi, PromptLookup
 from multispec.guidance import GuidedLM
 
-from .layouts import DelayLayout, FlattenedLayout
-from .vocab import CODE_OFFSET, EOS, encode_text
+from .layouts import AlignedLayout, DelayLayout, FlattenedLayout
+from .vocab import CODE_OFFSET, EOS, INDEX_OFFSET, MAX_PHONES, encode
 
-DRAFTERS = ("plain", "draft", "sjd")
+DRAFTERS = ("plain", "draft", "sjd", "lookup")
 ACCEPTANCES = ("exact", "topk", "additive", "neighbors")
 
 
+LAYOUTS = ("flattened", "delay", "aligned")
+
+
 def make_layout(meta: dict):
-    cls = {"flattened": FlattenedLayout, "delay": DelayLayout}[meta["layout"]]
-    return cls(meta["num_codebooks"], meta["codebook_size"], CODE_OFFSET)
+    """The token layout a speech model's ``meta`` names (codes from ``meta["code_offset"]``)."""
+    offset = int(meta.get("code_offset", CODE_OFFSET))
+    K, C = meta["num_codebooks"], meta["codebook_size"]
+    if meta["layout"] == "aligned":
+        return AlignedLayout(K, C, offset, INDEX_OFFSET, MAX_PHONES)
+    if meta["layout"] not in LAYOUTS:
+        raise ValueError(f"unknown layout {meta['layout']!r}; expected one of {', '.join(LAYOUTS)}")
+    return {"flattened": FlattenedLayout, "delay": DelayLayout}[meta["layout"]](K, C, offset)
 
 
 @dataclass
@@ -64,40 +74,66 @@ class SpeechModels:
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
 
-    def allowed(self, prompt_length: int):
-        """positions [n] -> [n, V]: the slot's codebook, plus eos where a new frame/row would start."""
+    @property
+    def text_units(self) -> str:
+        return self.meta.get("text_units", "chars")
+
+    def encode(self, text: str) -> torch.Tensor:
+        """The model's prompt [1, n] for ``text``."""
+        return encode(text, self.text_units)
+
+    @property
+    def exact_ids(self) -> list[int]:
+        """Tokens every tolerant rule decides exactly: eos, and the phone-index (duration) tokens."""
+        if isinstance(self.layout, AlignedLayout):
+            return [EOS] + list(range(INDEX_OFFSET, INDEX_OFFSET + MAX_PHONES))
+        return [EOS]
+
+    def allowed(self, prompt: torch.Tensor):
+        """positions [n] -> [n, V]: the slot's ids, plus eos where a new frame/row would start; the
+        aligned layout's index slot only names phones the prompt [1, P] has."""
+        prompt_length = prompt.shape[-1]
+        table = self.layout.allowed_masks(torch.arange(self.layout.tokens_per_frame), self.vocab_size)
+        table[:, EOS] = torch.arange(self.layout.tokens_per_frame) == 0
+        if isinstance(self.layout, AlignedLayout):
+            num_phones = int(((prompt >= INDEX_OFFSET) & (prompt < INDEX_OFFSET + MAX_PHONES)).sum())
+            table[:, INDEX_OFFSET + num_phones:INDEX_OFFSET + MAX_PHONES] = False
+        delay = isinstance(self.layout, DelayLayout)
+
         def allowed_tokens(positions: torch.Tensor) -> torch.Tensor:
             rel = (positions - prompt_length).clamp_min(0).cpu()
-            mask = self.layout.allowed_masks(rel, self.vocab_size)
-            mask[:, EOS] = self.layout.slots(rel) == 0
-            return mask
+            if delay:  # the leading corner depends on the row, not only the slot
+                mask = self.layout.allowed_masks(rel, self.vocab_size)
+                mask[:, EOS] = self.layout.slots(rel) == 0
+                return mask
+            return table[self.layout.slots(rel)]
         return allowed_tokens
 
-    def guided(self, model, prompt_length: int) -> GuidedLM:
-        return GuidedLM(model, allowed_tokens=self.allowed(prompt_length))
+    def guided(self, model, prompt: torch.Tensor) -> GuidedLM:
+        return GuidedLM(model, allowed_tokens=self.allowed(prompt))
 
     def level_tables(self) -> list[tuple[int, torch.Tensor]]:
         """(first token id, codebook [C, D]) per codec level, for neighbour search."""
         C = self.meta["codebook_size"]
-        return [(CODE_OFFSET + k * C, book) for k, book in enumerate(self.codec.codebooks)]
+        return [(self.layout.offset + k * C, book) for k, book in enumerate(self.codec.codebooks)]
 
     def max_new_tokens(self, seconds: float) -> int:
-        frames = int(seconds * self.meta["frame_rate"])
-        return self.layout.num_codebooks * (frames + (self.layout.num_codebooks - 1
-                                                     if isinstance(self.layout, DelayLayout) else 0)) + 1
+        return self.layout.num_positions(int(seconds * self.meta["frame_rate"])) + 1
 
 
-def make_drafter(models: SpeechModels, drafter: str, prompt_length: int, num_draft_tokens: int = 4,
+def make_drafter(models: SpeechModels, drafter: str, prompt: torch.Tensor, num_draft_tokens: int = 4,
                  window: int = 16):
     if drafter == "plain":
         return None
     if drafter == "draft":
         if models.draft is None:
             raise ValueError("drafter 'draft' needs a draft model")
-        return DraftModel(models.guided(models.draft, prompt_length), num_draft_tokens=num_draft_tokens)
+        return DraftModel(models.guided(models.draft, prompt), num_draft_tokens=num_draft_tokens)
     if drafter == "sjd":
-        codes = torch.arange(CODE_OFFSET, CODE_OFFSET + models.layout.num_tokens)
+        codes = torch.arange(models.layout.offset, models.layout.vocab_end)
         return Jacobi(models.vocab_size, window=window, init_tokens=codes)
+    if drafter == "lookup":  # earlier frames that continued the last n tokens: free drafts of steady sounds
+        return PromptLookup(max_ngram=models.layout.tokens_per_frame, num_draft_tokens=num_draft_tokens)
     raise ValueError(f"unknown drafter {drafter!r}; choose one of {', '.join(DRAFTERS)}")
 
 
@@ -108,7 +144,7 @@ def make_acceptance(models: SpeechModels, acceptance: str, tolerance: float | li
     the target's most likely token, every tolerant rule decides exactly."""
     if acceptance == "exact":
         return None
-    return ExactOn(_tolerant_rule(models, acceptance, tolerance, k, neighbors), [EOS])
+    return ExactOn(_tolerant_rule(models, acceptance, tolerance, k, neighbors), models.exact_ids)
 
 
 def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k: int, neighbors: int):
@@ -120,9 +156,9 @@ def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k: int, nei
         if len(betas) != levels:
             raise ValueError(f"additive tolerance needs one β per codebook level ({levels}), got {len(betas)}")
         beta = torch.zeros(models.vocab_size)
-        C = models.meta["codebook_size"]
+        C, offset = models.meta["codebook_size"], models.layout.offset
         for level, b in enumerate(betas):
-            beta[CODE_OFFSET + level * C: CODE_OFFSET + (level + 1) * C] = b
+            beta[offset + level * C: offset + (level + 1) * C] = b
         return AdditiveTolerance(beta)
     if acceptance == "neighbors":
         return NeighborhoodRelaxation.from_codebooks(models.level_tables(), models.vocab_size, k=neighbors,
@@ -143,10 +179,10 @@ def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acce
                    num_draft_tokens: int = 4, window: int = 16,
                    generator: torch.Generator | None = None) -> SpeechSample:
     """Codec frames for ``text`` through the core loop (plain decoding when drafter='plain')."""
-    prompt = encode_text(text)
+    prompt = models.encode(text)
     n = prompt.shape[1]
-    out = multispec.generate(models.guided(models.target, n), prompt,
-                             drafter=make_drafter(models, drafter, n, num_draft_tokens, window),
+    out = multispec.generate(models.guided(models.target, prompt), prompt,
+                             drafter=make_drafter(models, drafter, prompt, num_draft_tokens, window),
                              acceptance=make_acceptance(models, acceptance, tolerance, k),
                              max_new_tokens=models.max_new_tokens(max_seconds), temperature=temperature,
                              top_k=top_k, top_p=top_p, eos_token_id=EOS, generator=generator)

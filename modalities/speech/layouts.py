@@ -4,10 +4,13 @@ autoregressive model and back.
 Terms. A *frame* holds K codes, one per codebook, each in [0, C). Codebook k's code c has token id
 ``offset + k * C + c`` (slot offsets, as in Orpheus), so a token's codebook is known from its id.
 A *position* counts tokens from the first audio token (the caller subtracts its prompt length);
-its *slot* is the codebook it must hold. Both layouts emit K tokens per step in slot order, so
-slot = position % K.
+its *slot* is the codebook it must hold. The layouts emit ``tokens_per_frame`` tokens per step
+in slot order, so slot = position % tokens_per_frame.
 
 - ``FlattenedLayout``: frame after frame, codebooks 0..K-1 within a frame; L = T * K.
+- ``AlignedLayout``: the flattened layout with one *alignment* token leading each frame, naming
+  the input phone the frame belongs to (``index_offset + i``); L = T * (K + 1). The model itself
+  decides when to move to the next phone, so durations are generated, not given.
 - ``DelayLayout`` (MusicGen): codebook k is shifted right by k frames and the grid is read row by
   row (one token per codebook per row); the empty corners hold ``pad_id`` = offset + K * C, so
   L = (T + K - 1) * K and the layout needs one vocabulary entry more.
@@ -37,20 +40,28 @@ class FlattenedLayout:
         return self.num_codebooks * self.codebook_size
 
     @property
+    def tokens_per_frame(self) -> int:
+        return self.num_codebooks
+
+    def num_positions(self, frames: int) -> int:
+        """Tokens that ``frames`` complete frames take."""
+        return frames * self.tokens_per_frame
+
+    @property
     def vocab_end(self) -> int:
         """One past the largest token id the layout emits."""
         return self.offset + self.num_tokens
 
     # ---- slots --------------------------------------------------------------------------
     def slot(self, position: int) -> int:
-        """Codebook index that the token at ``position`` must belong to."""
+        """Slot of the token at ``position`` (its codebook index; 0 also starts a frame)."""
         if position < 0:
             raise ValueError(f"position must be >= 0, got {position}")
-        return position % self.num_codebooks
+        return position % self.tokens_per_frame
 
     def slots(self, positions: torch.Tensor) -> torch.Tensor:
-        """positions [...] long -> codebook index [...] long."""
-        return torch.remainder(positions, self.num_codebooks)
+        """positions [...] long -> slot [...] long (0 where a frame starts)."""
+        return torch.remainder(positions, self.tokens_per_frame)
 
     def codebook_of(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [...] -> codebook of each token [...], -1 for ids outside the codebook ranges."""
@@ -118,6 +129,63 @@ class FlattenedLayout:
         return self._codes_of_rows(self._rows(tokens))
 
 
+class AlignedLayout(FlattenedLayout):
+    """Frames [T, K] and their phone indices [T] <-> tokens [T * (K + 1)]: each frame is
+    [index token, code_0, ..., code_{K-1}]. Slot 0 holds ``index_offset + i`` (i < ``max_index``),
+    slot k + 1 codebook k. The index ids sit below ``offset`` (the codes' first id)."""
+
+    def __init__(self, num_codebooks: int, codebook_size: int, offset: int, index_offset: int, max_index: int):
+        super().__init__(num_codebooks, codebook_size, offset)
+        if index_offset < 0 or max_index < 1 or index_offset + max_index > offset:
+            raise ValueError(f"index ids [{index_offset}, {index_offset + max_index}) must lie below the codes "
+                             f"(offset {offset})")
+        self.index_offset, self.max_index = index_offset, max_index
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.num_codebooks + 1
+
+    def _slot_table(self, vocab_size: int, always_allowed: Sequence[int]) -> torch.Tensor:
+        codes = super()._slot_table(vocab_size, always_allowed)
+        index = torch.zeros(1, vocab_size, dtype=torch.bool)
+        index[0, self.index_offset:self.index_offset + self.max_index] = True
+        index[0, list(always_allowed)] = True
+        return torch.cat([index, codes])
+
+    def to_tokens(self, frames: torch.Tensor, phone_index: torch.Tensor | None = None) -> torch.Tensor:
+        """frames [T, K] codes, phone_index [T] in [0, max_index) -> tokens [T * (K + 1)]."""
+        codes = super().to_tokens(frames).view(-1, self.num_codebooks)
+        phone_index = torch.as_tensor(phone_index).long() if phone_index is not None else None
+        if phone_index is None or phone_index.shape != codes.shape[:1]:
+            raise ValueError(f"the aligned layout needs one phone index per frame ({codes.shape[0]}), got "
+                             f"{None if phone_index is None else tuple(phone_index.shape)}")
+        if phone_index.numel() and (phone_index.min() < 0 or phone_index.max() >= self.max_index):
+            raise ValueError(f"phone indices must lie in [0, {self.max_index})")
+        return torch.cat([(phone_index + self.index_offset)[:, None], codes], 1).reshape(-1)
+
+    def _aligned_rows(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = torch.as_tensor(tokens).long()
+        if tokens.dim() != 1:
+            raise ValueError(f"expected a 1-D token sequence, got shape {tuple(tokens.shape)}")
+        n = tokens.numel() // self.tokens_per_frame
+        rows = tokens[:n * self.tokens_per_frame].view(n, self.tokens_per_frame)
+        index = rows[:, 0] - self.index_offset
+        bad = (index < 0) | (index >= self.max_index)
+        if bad.any():
+            t = int(bad.nonzero()[0])
+            raise ValueError(f"token {int(rows[t, 0])} (frame {t}, slot 0) is not a phone-index token "
+                             f"(ids {self.index_offset}..{self.index_offset + self.max_index - 1})")
+        return rows
+
+    def to_frames(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [L] -> frames [L // (K + 1), K]; a truncated last frame is dropped."""
+        return self._codes_of_rows(self._aligned_rows(tokens)[:, 1:])
+
+    def phone_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [L] -> the phone index of each complete frame [L // (K + 1)]."""
+        return self._aligned_rows(tokens)[:, 0] - self.index_offset
+
+
 class DelayLayout(FlattenedLayout):
     """MusicGen delay pattern: row r holds codebook k's code of frame r - k, or ``pad_id`` where
     r - k is outside [0, T). Tokens [(T + K - 1) * K], row-major."""
@@ -129,6 +197,9 @@ class DelayLayout(FlattenedLayout):
     @property
     def num_tokens(self) -> int:
         return self.num_codebooks * self.codebook_size + 1
+
+    def num_positions(self, frames: int) -> int:
+        return (frames + self.num_codebooks - 1) * self.num_codebooks
 
     def codebook_of(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [...] -> codebook of each token [...], -1 for the pad id and other ids."""
