@@ -25,7 +25,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-sentences", type=int, default=8, help="the benchmark's gate run uses 32")
     ap.add_argument("--quick", action="store_true", help="plain, draft and one tolerant method only")
-    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--temperature", type=float, help="default: the model's (0.7 for the bundled one)")
     ap.add_argument("--out", type=Path, default=Path("runs/demo/speech"))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

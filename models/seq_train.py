@@ -147,6 +147,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--distill-guidance", type=float, help="distil the drafter towards the target under this "
                     "classifier-free guidance scale (the drafter then drafts without guidance)")
+    ap.add_argument("--init-from", type=Path, help="warm-start the target from these safetensors weights "
+                    "(same shape; e.g. a run on an earlier layout of the same vocabulary)")
     ap.add_argument("--draft-shape", help="override the drafter's hidden,layers,heads,intermediate")
     args = ap.parse_args(argv)
     if args.threads:
@@ -180,7 +182,8 @@ def main(argv: list[str]) -> None:
             wrap = lambda t: GuidedTeacher(t, meta["unconditional_prefix"], args.distill_guidance)  # noqa: E731
         train_model(w, preset, out, lambda spec: SequenceData(data_dir, spec, meta), 60 * minutes[w] * 0.97,
                     args.resume, torch.device(args.device), False, config=config,
-                    save_extra=save_meta(export_meta), wrap_teacher=wrap)
+                    save_extra=save_meta(export_meta), wrap_teacher=wrap,
+                    init_from=args.init_from if w == "target" else None)
         if Stop.requested:
             raise SystemExit(f"interrupted: checkpoint and export of {w!r} saved; rerun with --resume")
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min -> {out}")

@@ -6,9 +6,9 @@
 Each clip becomes [bos] text [sep] audio tokens [eos] (vocabulary: ``modalities.speech.vocab``);
 the loss is scored from the first audio token to eos. Clips longer than ``--max-seconds`` are
 skipped (and counted) so sequences stay short enough to train on. The ``aligned`` layout reads
-phones instead of characters and labels each frame with the index of the phone it falls in, from
-the phone end times flite printed at synthesis (``models.speech_data``); the model learns to
-generate those labels, i.e. the durations.
+phones instead of characters and labels each frame with the index of the phone it falls in and
+that phone, from the phone end times flite printed at synthesis (``models.speech_data``); the
+model learns to generate those labels, i.e. the durations.
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def build(data_dir: Path, codec_dir: Path, out: Path, layout_name: str = "flatte
           max_seconds: float = 4.0) -> dict:
     from modalities.speech.codec import MelRVQCodec
     from modalities.speech.generation import make_layout
-    from modalities.speech.vocab import CODE_OFFSET, EOS, PAD, PHONE_CODE_OFFSET, encode_phones, encode_text
+    from modalities.speech.vocab import (CODE_OFFSET, EOS, PAD, PHONE_CODE_OFFSET, PHONE_OFFSET, encode_phones,
+                                         encode_text)
 
     codec = MelRVQCodec.from_pretrained(codec_dir)
     aligned = layout_name == "aligned"
@@ -44,6 +45,8 @@ def build(data_dir: Path, codec_dir: Path, out: Path, layout_name: str = "flatte
             "codebook_size": codec.codebook_size, "frame_rate": codec.frame_rate,
             "sample_rate": codec.sample_rate, "code_offset": PHONE_CODE_OFFSET if aligned else CODE_OFFSET,
             "text_units": "phones" if aligned else "chars", "bos": 1, "eos": EOS, "pad": PAD,
+            # greedy decoding stalls on a phone (see the speech-target card): sample by default
+            **({"default_temperature": 0.7} if aligned else {}),
             "condition_dropout": 0.0, "unconditional_prefix": []}
     layout = make_layout(meta)
     meta["vocab_size"] = layout.offset + layout.num_tokens
@@ -61,7 +64,8 @@ def build(data_dir: Path, codec_dir: Path, out: Path, layout_name: str = "flatte
                         raise ValueError(f"{data_dir}/{name}.jsonl has no phone times: rebuild it with "
                                          "python -m models.speech_data")
                     prompt = encode_phones([p for p, _ in info["phones"]])[0]
-                    audio = layout.to_tokens(frames, frame_phones(info["phones"], len(frames), codec.frame_rate))
+                    audio = layout.to_tokens(frames, frame_phones(info["phones"], len(frames), codec.frame_rate),
+                                             prompt[2:-1:2] - PHONE_OFFSET)
                 else:
                     prompt = encode_text(info["text"])[0]
                     audio = layout.to_tokens(frames)

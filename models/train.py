@@ -169,13 +169,14 @@ def save_text_tokenizer(tokenizer_dir: Path):
 
 def train_model(which: str, preset: ModelPreset, out: Path, make_data, budget_s: float, resume: bool,
                 device: torch.device, compile_model: bool, config=None, save_extra=None,
-                wrap_teacher=None) -> Path:
+                wrap_teacher=None, init_from: Path | None = None) -> Path:
     """Train one model (resuming if asked) and export it; returns the export directory.
 
     ``make_data(spec)`` gives an object with ``sample(batch, rng) -> (tokens [B, T+1], mask [B, T]
     or None)``, ``heldout`` [n, T+1] and ``heldout_mask``; ``config`` is the model config (default:
     the text shape's); ``save_extra(export_dir)`` writes what else the export needs (tokenizer...);
-    ``wrap_teacher(model)`` changes what the drafter is distilled towards (e.g. guided logits).
+    ``wrap_teacher(model)`` changes what the drafter is distilled towards (e.g. guided logits);
+    ``init_from`` (safetensors of the same shape) warm-starts a fresh run.
     """
     shape: ModelShape = preset.shape(which)
     spec: TrainSpec = preset.train_spec(which)
@@ -200,6 +201,10 @@ def train_model(which: str, preset: ModelPreset, out: Path, make_data, budget_s:
         state.update({k: saved[k] for k in ("step", "elapsed_s", "best_heldout", "rng")})
         truncate_log(log_path, state["step"])
         print(f"[{which}] resumed from {found} at step {state['step']}", flush=True)
+    elif init_from is not None:
+        load_weights(init_from, model, device)
+        state["init_from"] = str(init_from)
+        print(f"[{which}] weights from {init_from}", flush=True)
     rng = np.random.default_rng()
     rng.bit_generator.state = state["rng"]
 
@@ -297,7 +302,7 @@ def export(model: LlamaForCausalLM, best_path: Path, export_dir: Path, save_extr
     model.save_pretrained(str(export_dir), max_shard_size=EXPORT_SHARD)
     if save_extra is not None:
         save_extra(export_dir)
-    summary = {k: state[k] for k in ("preset", "shape", "train", "step", "elapsed_s")}
+    summary = {k: state[k] for k in ("preset", "shape", "train", "step", "elapsed_s", "init_from") if k in state}
     summary.update(params=n_params, tokens_seen=state["step"] * state["train"]["batch_size"]
                    * state["train"]["seq_len"], best_heldout_loss=state["best_heldout"],
                    device=str(device), torch=torch.__version__)

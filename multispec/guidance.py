@@ -14,7 +14,8 @@ import torch
 
 from .lm import CachedLM
 
-AllowedTokens = Callable[[torch.Tensor], torch.Tensor]  # predicted positions [n] -> allowed [n, V] bool
+# (predicted positions [n], the token right before each [n]) -> allowed [n, V] bool
+AllowedTokens = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -31,7 +32,8 @@ class GuidedLM(CachedLM):
         guidance_scale: s; 1.0 runs the conditional sequence alone (no guidance).
         unconditional_prefix: [k] tokens that replace the first k tokens of the unconditional twin.
         allowed_tokens: a bool mask [V] for every position, or a function of the absolute positions
-            [n] of the tokens being predicted returning [n, V]; None allows every token.
+            [n] of the tokens being predicted and of the token right before each (the one just fed)
+            returning [n, V]; None allows every token. A mask that allows one token forces it.
     """
 
     def __init__(self, model: torch.nn.Module, guidance_scale: float = 1.0,
@@ -69,6 +71,6 @@ class GuidedLM(CachedLM):
             positions = torch.arange(start + 1, start + tokens.shape[0] + 1, device=tokens.device)[-logits.shape[0]:]
             allowed = self.allowed_tokens
             allowed = allowed.expand(positions.shape[0], -1) if isinstance(allowed, torch.Tensor) \
-                else allowed(positions)
+                else allowed(positions, tokens[-logits.shape[0]:])
             logits = logits.float().masked_fill(~allowed.to(logits.device), float("-inf"))
         return logits

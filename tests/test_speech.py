@@ -7,7 +7,7 @@ import transformers
 
 from modalities.speech.codec import MelRVQCodec, MelRVQConfig
 from modalities.speech.generation import SpeechModels, generate_codes, generate_speech
-from modalities.speech.vocab import (CODE_OFFSET, EOS, INDEX_OFFSET, PHONE_CODE_OFFSET, encode_phones,
+from modalities.speech.vocab import (CODE_OFFSET, EOS, INDEX_OFFSET, PHONE_CODE_OFFSET, PHONES, encode_phones,
                                      encode_text, text_to_phones)
 
 C = 16
@@ -107,12 +107,14 @@ def test_phone_prompts_and_aligned_decoding():
     with pytest.raises(ValueError, match="at most"):
         encode_phones(["ah"] * 1000)
     m = models("aligned")
-    for temperature in (0.0, 1.0):  # the index slot only names the prompt's phones; tolerance never moves it
+    for temperature in (0.0, 1.0):  # index and phone slots only name the prompt's phones; tolerance never moves them
         sample = generate_codes(m, TEXTS[1], "draft", "topk", k=50, max_seconds=0.3, temperature=temperature,
                                 generator=torch.Generator().manual_seed(0))
-        index = m.layout.phone_index(sample.tokens)
-        assert index.numel() == sample.frames.shape[0] > 0
+        index, named = m.layout.phone_index(sample.tokens), m.layout.phones(sample.tokens)
+        assert index.numel() == named.numel() == sample.frames.shape[0] > 0
         assert index.max() < len(text_to_phones(TEXTS[1]))
+        prompt_phones = [PHONES.index(p) for p in text_to_phones(TEXTS[1])]
+        assert named.tolist() == [prompt_phones[i] for i in index.tolist()]  # the mask does the lookup
 
 
 def test_bench_report_has_every_method_and_writes_files(tmp_path):

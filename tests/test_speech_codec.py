@@ -205,27 +205,29 @@ def test_layout_errors():
 
 
 def test_aligned_round_trip_masks_and_errors():
-    lay = AlignedLayout(3, 16, offset=40, index_offset=8, max_index=20)
-    phones = torch.tensor([0, 0, 1, 3])
-    tokens = lay.to_tokens(FRAMES, phones)
-    assert lay.tokens_per_frame == 4 and len(tokens) == 16 and lay.num_positions(4) == 16
-    assert tokens[:4].tolist() == [8, 40 + 1, 40 + 16 + 2, 40 + 32 + 3]
-    assert torch.equal(lay.to_frames(tokens), FRAMES) and torch.equal(lay.phone_index(tokens), phones)
+    lay = AlignedLayout(3, 16, offset=40, index_offset=8, max_index=20, phone_offset=30, num_phones=10)
+    index, phones = torch.tensor([0, 0, 1, 3]), torch.tensor([5, 2, 7, 9])  # 4 prompt phones
+    tokens = lay.to_tokens(FRAMES, index, phones)
+    assert lay.tokens_per_frame == 5 and len(tokens) == 20 and lay.num_positions(4) == 20
+    assert tokens[:5].tolist() == [8, 30 + 5, 40 + 1, 40 + 16 + 2, 40 + 32 + 3]
+    assert torch.equal(lay.to_frames(tokens), FRAMES) and torch.equal(lay.phone_index(tokens), index)
+    assert lay.phones(tokens).tolist() == [5, 5, 2, 9]
     assert torch.equal(lay.to_frames(tokens[:-1]), FRAMES[:3])  # truncated last frame dropped
-    masks = lay.allowed_masks(torch.arange(16), 100, always_allowed=[3])
-    assert masks[torch.arange(16), tokens].all()
+    masks = lay.allowed_masks(torch.arange(20), 100, always_allowed=[3])
+    assert masks[torch.arange(20), tokens].all()
     assert masks[0].nonzero().squeeze(1).tolist() == [3] + list(range(8, 28))  # index slot
-    assert masks[1].nonzero().squeeze(1).tolist() == [3] + list(range(40, 56))  # codebook 0
-    with pytest.raises(ValueError, match="one phone index per frame"):
+    assert masks[1].nonzero().squeeze(1).tolist() == [3] + list(range(30, 40))  # phone slot
+    assert masks[2].nonzero().squeeze(1).tolist() == [3] + list(range(40, 56))  # codebook 0
+    with pytest.raises(ValueError, match="phone index and the prompt's phones"):
         lay.to_tokens(FRAMES)
-    with pytest.raises(ValueError, match=r"\[0, 20\)"):
-        lay.to_tokens(FRAMES, torch.tensor([0, 1, 2, 20]))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        lay.to_tokens(FRAMES, torch.tensor([0, 1, 2, 4]), phones)
     bad = tokens.clone()
-    bad[4] = 41  # a code where frame 1's index belongs
+    bad[5] = 41  # a code where frame 1's index belongs
     with pytest.raises(ValueError, match="phone-index"):
         lay.to_frames(bad)
     with pytest.raises(ValueError, match="below the codes"):
-        AlignedLayout(3, 16, offset=20, index_offset=8, max_index=20)
+        AlignedLayout(3, 16, offset=20, index_offset=8, max_index=20, phone_offset=30, num_phones=10)
 
 
 def test_frame_phone_labels():

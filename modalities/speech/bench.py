@@ -45,7 +45,7 @@ WITH_JACOBI = DEFAULT_METHODS[:2] + (MethodSpec("sjd", "sjd"), MethodSpec("sjd+t
 QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[3])
 
 
-def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, temperature: float = 0.0,
+def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, temperature: float | None = None,
         top_k: int | None = None, seed: int = 0, max_seconds: float = 6.0,
         progress: bool = True) -> list[MethodTally]:
     """Speak every sentence with every method; one tally per method, ``outputs`` = SpeechSample."""
@@ -115,12 +115,13 @@ def save_sweep_plot(rows: list[dict], path: Path) -> None:
                            "speech decoding: speed against quality (pocketsphinx WER, codec log-mel)")
 
 
-def run_report(models: SpeechModels, sentences: list[str], out: Path, *, temperature: float = 0.0,
+def run_report(models: SpeechModels, sentences: list[str], out: Path, *, temperature: float | None = None,
                top_k: int | None = None, seed: int = 0, quick: bool = False, wer: bool = True,
                methods=None, max_seconds: float = 6.0) -> dict:
     """Run, score and write results.json / results.md / sweep.png / example WAVs under ``out``."""
     started = time.time()
     methods = methods or (QUICK_METHODS if quick else DEFAULT_METHODS)
+    temperature = models.default_temperature if temperature is None else temperature
     results = run(models, sentences, methods, temperature=temperature, top_k=top_k, seed=seed,
                   max_seconds=max_seconds)
     rows = score(models, results, sentences, wer=wer, audio_dir=out / "wav")

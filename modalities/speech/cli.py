@@ -28,7 +28,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="speech model folder (default: bundled speech-target)")
     parser.add_argument("--draft", help="draft model folder (default: bundled speech-draft)")
     parser.add_argument("--codec", help="codec folder (default: bundled speech-codec)")
-    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--temperature", type=float,
+                        help="sampling temperature; 0 = greedy (default: the model's default_temperature)")
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads")

@@ -22,7 +22,7 @@ from multispec.drafters import DraftModel, Jacobi, PromptLookup
 from multispec.guidance import GuidedLM
 
 from .layouts import AlignedLayout, DelayLayout, FlattenedLayout
-from .vocab import CODE_OFFSET, EOS, INDEX_OFFSET, MAX_PHONES, encode
+from .vocab import CODE_OFFSET, EOS, INDEX_OFFSET, MAX_PHONES, PHONE_OFFSET, PHONES, encode
 
 DRAFTERS = ("plain", "draft", "sjd", "lookup")
 ACCEPTANCES = ("exact", "topk", "additive", "neighbors")
@@ -36,7 +36,7 @@ def make_layout(meta: dict):
     offset = int(meta.get("code_offset", CODE_OFFSET))
     K, C = meta["num_codebooks"], meta["codebook_size"]
     if meta["layout"] == "aligned":
-        return AlignedLayout(K, C, offset, INDEX_OFFSET, MAX_PHONES)
+        return AlignedLayout(K, C, offset, INDEX_OFFSET, MAX_PHONES, PHONE_OFFSET, len(PHONES))
     if meta["layout"] not in LAYOUTS:
         raise ValueError(f"unknown layout {meta['layout']!r}; expected one of {', '.join(LAYOUTS)}")
     return {"flattened": FlattenedLayout, "delay": DelayLayout}[meta["layout"]](K, C, offset)
@@ -75,6 +75,11 @@ class SpeechModels:
         return int(self.meta["vocab_size"])
 
     @property
+    def default_temperature(self) -> float:
+        """The temperature the model is meant to be sampled at (``meta["default_temperature"]``, else 0)."""
+        return float(self.meta.get("default_temperature", 0.0))
+
+    @property
     def text_units(self) -> str:
         return self.meta.get("text_units", "chars")
 
@@ -84,29 +89,44 @@ class SpeechModels:
 
     @property
     def exact_ids(self) -> list[int]:
-        """Tokens every tolerant rule decides exactly: eos, and the phone-index (duration) tokens."""
+        """Tokens every tolerant rule decides exactly: eos, and the aligned layout's phone-index
+        (duration) and phone tokens."""
         if isinstance(self.layout, AlignedLayout):
-            return [EOS] + list(range(INDEX_OFFSET, INDEX_OFFSET + MAX_PHONES))
+            return [EOS] + list(range(INDEX_OFFSET, INDEX_OFFSET + MAX_PHONES)) + \
+                list(range(PHONE_OFFSET, PHONE_OFFSET + len(PHONES)))
         return [EOS]
 
     def allowed(self, prompt: torch.Tensor):
-        """positions [n] -> [n, V]: the slot's ids, plus eos where a new frame/row would start; the
-        aligned layout's index slot only names phones the prompt [1, P] has."""
+        """(positions [n], previous tokens [n]) -> [n, V]: the slot's ids, plus eos where a new
+        frame/row would start. In the aligned layout the index slot only names phones the prompt
+        [1, P] has, and the phone slot holds exactly the phone the index just before it names (the
+        prompt lookup is done by the mask, so that token is forced)."""
         prompt_length = prompt.shape[-1]
         table = self.layout.allowed_masks(torch.arange(self.layout.tokens_per_frame), self.vocab_size)
         table[:, EOS] = torch.arange(self.layout.tokens_per_frame) == 0
+        phone_of_index = None
         if isinstance(self.layout, AlignedLayout):
-            num_phones = int(((prompt >= INDEX_OFFSET) & (prompt < INDEX_OFFSET + MAX_PHONES)).sum())
-            table[:, INDEX_OFFSET + num_phones:INDEX_OFFSET + MAX_PHONES] = False
+            phones = prompt[0, 2:-1:2].cpu()  # [bos] (index phone)... [sep]
+            table[0, INDEX_OFFSET + len(phones):INDEX_OFFSET + MAX_PHONES] = False
+            phone_of_index = torch.full((self.vocab_size,), PHONE_OFFSET, dtype=torch.long)
+            phone_of_index[INDEX_OFFSET:INDEX_OFFSET + len(phones)] = phones
         delay = isinstance(self.layout, DelayLayout)
 
-        def allowed_tokens(positions: torch.Tensor) -> torch.Tensor:
+        def allowed_tokens(positions: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
             rel = (positions - prompt_length).clamp_min(0).cpu()
             if delay:  # the leading corner depends on the row, not only the slot
                 mask = self.layout.allowed_masks(rel, self.vocab_size)
                 mask[:, EOS] = self.layout.slots(rel) == 0
                 return mask
-            return table[self.layout.slots(rel)]
+            slots = self.layout.slots(rel)
+            mask = table[slots]
+            if phone_of_index is not None:
+                at_phone = (slots == 1) & (positions > prompt_length)
+                if at_phone.any():
+                    mask[at_phone] = False
+                    rows = at_phone.nonzero()[:, 0]
+                    mask[rows, phone_of_index[previous.cpu()[rows]]] = True
+            return mask
         return allowed_tokens
 
     def guided(self, model, prompt: torch.Tensor) -> GuidedLM:
@@ -174,11 +194,13 @@ class SpeechSample:
 
 
 def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acceptance: str = "exact", *,
-                   temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                   temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                    max_seconds: float = 6.0, tolerance: float | list[float] = 0.1, k: int = 3,
                    num_draft_tokens: int = 4, window: int = 16,
                    generator: torch.Generator | None = None) -> SpeechSample:
-    """Codec frames for ``text`` through the core loop (plain decoding when drafter='plain')."""
+    """Codec frames for ``text`` through the core loop (plain decoding when drafter='plain').
+    ``temperature`` None uses the model's ``default_temperature`` (0 = greedy unless its card says)."""
+    temperature = models.default_temperature if temperature is None else temperature
     prompt = models.encode(text)
     n = prompt.shape[1]
     out = multispec.generate(models.guided(models.target, prompt), prompt,

@@ -8,9 +8,10 @@ its *slot* is the codebook it must hold. The layouts emit ``tokens_per_frame`` t
 in slot order, so slot = position % tokens_per_frame.
 
 - ``FlattenedLayout``: frame after frame, codebooks 0..K-1 within a frame; L = T * K.
-- ``AlignedLayout``: the flattened layout with one *alignment* token leading each frame, naming
-  the input phone the frame belongs to (``index_offset + i``); L = T * (K + 1). The model itself
-  decides when to move to the next phone, so durations are generated, not given.
+- ``AlignedLayout``: the flattened layout with two *alignment* tokens leading each frame: the
+  index of the input phone the frame belongs to, then that phone; L = T * (K + 2). The model
+  itself decides when to move to the next phone (durations are generated, not given), and the
+  phone token puts what to say next to the codes.
 - ``DelayLayout`` (MusicGen): codebook k is shifted right by k frames and the grid is read row by
   row (one token per codebook per row); the empty corners hold ``pad_id`` = offset + K * C, so
   L = (T + K - 1) * K and the layout needs one vocabulary entry more.
@@ -130,38 +131,50 @@ class FlattenedLayout:
 
 
 class AlignedLayout(FlattenedLayout):
-    """Frames [T, K] and their phone indices [T] <-> tokens [T * (K + 1)]: each frame is
-    [index token, code_0, ..., code_{K-1}]. Slot 0 holds ``index_offset + i`` (i < ``max_index``),
-    slot k + 1 codebook k. The index ids sit below ``offset`` (the codes' first id)."""
+    """Frames [T, K] with their phones <-> tokens [T * (K + 2)]: each frame is [index token, phone
+    token, code_0, ..., code_{K-1}]. Slot 0 holds ``index_offset + i`` (i < ``max_index``), the i-th
+    phone of the prompt; slot 1 that phone's id (``phone_offset + p``, p < ``num_phones``); slot
+    k + 2 codebook k. Index and phone ids sit below ``offset`` (the codes' first id)."""
 
-    def __init__(self, num_codebooks: int, codebook_size: int, offset: int, index_offset: int, max_index: int):
+    def __init__(self, num_codebooks: int, codebook_size: int, offset: int, index_offset: int, max_index: int,
+                 phone_offset: int, num_phones: int):
         super().__init__(num_codebooks, codebook_size, offset)
-        if index_offset < 0 or max_index < 1 or index_offset + max_index > offset:
-            raise ValueError(f"index ids [{index_offset}, {index_offset + max_index}) must lie below the codes "
-                             f"(offset {offset})")
+        ranges = sorted([(index_offset, index_offset + max_index), (phone_offset, phone_offset + num_phones)])
+        if min(index_offset, phone_offset) < 0 or max_index < 1 or num_phones < 1 or ranges[0][1] > ranges[1][0] \
+                or ranges[1][1] > offset:
+            raise ValueError(f"index ids [{index_offset}, {index_offset + max_index}) and phone ids [{phone_offset}, "
+                             f"{phone_offset + num_phones}) must not overlap and must lie below the codes (offset {offset})")
         self.index_offset, self.max_index = index_offset, max_index
+        self.phone_offset, self.num_phones = phone_offset, num_phones
 
     @property
     def tokens_per_frame(self) -> int:
-        return self.num_codebooks + 1
+        return self.num_codebooks + 2
 
     def _slot_table(self, vocab_size: int, always_allowed: Sequence[int]) -> torch.Tensor:
         codes = super()._slot_table(vocab_size, always_allowed)
-        index = torch.zeros(1, vocab_size, dtype=torch.bool)
-        index[0, self.index_offset:self.index_offset + self.max_index] = True
-        index[0, list(always_allowed)] = True
-        return torch.cat([index, codes])
+        labels = torch.zeros(2, vocab_size, dtype=torch.bool)
+        labels[0, self.index_offset:self.index_offset + self.max_index] = True
+        labels[1, self.phone_offset:self.phone_offset + self.num_phones] = True
+        labels[:, list(always_allowed)] = True
+        return torch.cat([labels, codes])
 
-    def to_tokens(self, frames: torch.Tensor, phone_index: torch.Tensor | None = None) -> torch.Tensor:
-        """frames [T, K] codes, phone_index [T] in [0, max_index) -> tokens [T * (K + 1)]."""
+    def to_tokens(self, frames: torch.Tensor, phone_index: torch.Tensor | None = None,
+                  phones: torch.Tensor | None = None) -> torch.Tensor:
+        """frames [T, K] codes, phone_index [T] in [0, N), phones [N] in [0, num_phones) (the
+        prompt's phones) -> tokens [T * (K + 2)]."""
         codes = super().to_tokens(frames).view(-1, self.num_codebooks)
-        phone_index = torch.as_tensor(phone_index).long() if phone_index is not None else None
-        if phone_index is None or phone_index.shape != codes.shape[:1]:
-            raise ValueError(f"the aligned layout needs one phone index per frame ({codes.shape[0]}), got "
-                             f"{None if phone_index is None else tuple(phone_index.shape)}")
-        if phone_index.numel() and (phone_index.min() < 0 or phone_index.max() >= self.max_index):
-            raise ValueError(f"phone indices must lie in [0, {self.max_index})")
-        return torch.cat([(phone_index + self.index_offset)[:, None], codes], 1).reshape(-1)
+        if phone_index is None or phones is None:
+            raise ValueError("the aligned layout needs each frame's phone index and the prompt's phones")
+        phone_index, phones = torch.as_tensor(phone_index).long(), torch.as_tensor(phones).long()
+        if phone_index.shape != codes.shape[:1]:
+            raise ValueError(f"need one phone index per frame ({codes.shape[0]}), got {tuple(phone_index.shape)}")
+        if phone_index.numel() and (phone_index.min() < 0 or phone_index.max() >= min(len(phones), self.max_index)):
+            raise ValueError(f"phone indices must lie in [0, {min(len(phones), self.max_index)})")
+        if phones.numel() and (phones.min() < 0 or phones.max() >= self.num_phones):
+            raise ValueError(f"phones must lie in [0, {self.num_phones})")
+        labels = torch.stack([phone_index + self.index_offset, phones[phone_index] + self.phone_offset], 1)
+        return torch.cat([labels, codes], 1).reshape(-1)
 
     def _aligned_rows(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = torch.as_tensor(tokens).long()
@@ -169,21 +182,26 @@ class AlignedLayout(FlattenedLayout):
             raise ValueError(f"expected a 1-D token sequence, got shape {tuple(tokens.shape)}")
         n = tokens.numel() // self.tokens_per_frame
         rows = tokens[:n * self.tokens_per_frame].view(n, self.tokens_per_frame)
-        index = rows[:, 0] - self.index_offset
-        bad = (index < 0) | (index >= self.max_index)
-        if bad.any():
-            t = int(bad.nonzero()[0])
-            raise ValueError(f"token {int(rows[t, 0])} (frame {t}, slot 0) is not a phone-index token "
-                             f"(ids {self.index_offset}..{self.index_offset + self.max_index - 1})")
+        for slot, (first, count, what) in enumerate(((self.index_offset, self.max_index, "phone-index"),
+                                                     (self.phone_offset, self.num_phones, "phone"))):
+            bad = (rows[:, slot] < first) | (rows[:, slot] >= first + count)
+            if bad.any():
+                t = int(bad.nonzero()[0])
+                raise ValueError(f"token {int(rows[t, slot])} (frame {t}, slot {slot}) is not a {what} token "
+                                 f"(ids {first}..{first + count - 1})")
         return rows
 
     def to_frames(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [L] -> frames [L // (K + 1), K]; a truncated last frame is dropped."""
-        return self._codes_of_rows(self._aligned_rows(tokens)[:, 1:])
+        """tokens [L] -> frames [L // (K + 2), K]; a truncated last frame is dropped."""
+        return self._codes_of_rows(self._aligned_rows(tokens)[:, 2:])
 
     def phone_index(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [L] -> the phone index of each complete frame [L // (K + 1)]."""
+        """tokens [L] -> the phone index of each complete frame [L // (K + 2)]."""
         return self._aligned_rows(tokens)[:, 0] - self.index_offset
+
+    def phones(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [L] -> the phone (0-based) each complete frame names [L // (K + 2)]."""
+        return self._aligned_rows(tokens)[:, 1] - self.phone_offset
 
 
 class DelayLayout(FlattenedLayout):
