@@ -3,7 +3,8 @@
 ``stream`` runs the loop and yields the accepted tokens step by step; ``generate`` wraps it.
 With ``drafter=None`` the same loop is plain autoregressive decoding (the baseline). The target's
 cache always holds every token but the newest, so each step feeds [newest token, x_1..x_γ] once and
-the accepted prefix is never re-run.
+the accepted prefix is never re-run. A token the verifier forces (``forced_token``: its mask allows
+one id there) is appended without a forward and fed with the next step's tokens.
 """
 from __future__ import annotations
 
@@ -78,8 +79,31 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         drafter.reset()
     if length > 1:
         verifier.forward(tokens[: length - 1])
+    cached = length - 1  # tokens[:cached] are in the target's cache
     stats.prefill_s = time.perf_counter() - start
+    forced_token = getattr(verifier, "forced_token", None)
 
+    def append_forced(budget: int) -> int:
+        """Append up to ``budget`` tokens the verifier forces after tokens[:length]; returns how many."""
+        nonlocal length
+        n = 0
+        while forced_token is not None and n < budget:
+            token = forced_token(length, int(tokens[length - 1]))
+            if token is None:
+                break
+            tokens[length] = token
+            length, n = length + 1, n + 1
+            if token in eos:
+                break
+        return n
+
+    pending = append_forced(max_new_tokens)  # forced tokens right after the prompt
+    stats.forced += pending
+    stats.new_tokens += pending
+    if pending and (stats.new_tokens >= max_new_tokens or int(tokens[length - 1]) in eos):
+        stats.wall_s = time.perf_counter() - start
+        yield Step(tokens[length - pending: length], 0, 0, stats)
+        return
     while stats.new_tokens < max_new_tokens:
         remaining = max_new_tokens - stats.new_tokens
         # 1. Draft up to remaining − 1 tokens (the target adds one of its own).
@@ -92,8 +116,9 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         gamma = draft_tokens.shape[0]
         t1 = time.perf_counter()
 
-        # 2. Verify: one target forward over [newest token, x_1..x_γ] -> p [γ+1, V].
-        logits = verifier.forward(torch.cat([tokens[length - 1: length], draft_tokens]))
+        # 2. Verify: one target forward over [uncached tokens (the newest and any forced), x_1..x_γ]
+        #    -> p [γ+1, V] from the last rows.
+        logits = verifier.forward(torch.cat([tokens[cached: length], draft_tokens]))[-(gamma + 1):]
         p = sampling.probs(logits)
         q = None if draft.probs is None else draft.probs.to(device)
         verdict = rule(draft_tokens, q, p, greedy=sampling.greedy, generator=generator)
@@ -109,14 +134,17 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
 
         # 4. Roll back: keep the cache for the sequence up to (not including) its newest token.
         verifier.rollback(length + verdict.num_accepted)
+        cached = length + verdict.num_accepted
         length += n_new
+        n_forced = 0 if accepted[-1] in eos else append_forced(max_new_tokens - stats.new_tokens - n_new)
         if drafter is not None:
             drafter.observe(Feedback(gamma, verdict.num_accepted, p))
         t2 = time.perf_counter()
 
         kept_drafts = min(verdict.num_accepted, n_new)
         stats.steps += 1
-        stats.new_tokens += n_new
+        stats.new_tokens += n_new + n_forced
+        stats.forced += n_forced
         stats.drafted += gamma
         stats.accepted += kept_drafts
         stats.accepted_per_step.append(kept_drafts)
@@ -124,8 +152,9 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         stats.draft_s += t1 - t0
         stats.verify_s += t2 - t1
         stats.wall_s = time.perf_counter() - start
-        yield Step(tokens[length - n_new: length], gamma, kept_drafts, stats)
-        if accepted[-1] in eos:
+        yield Step(tokens[length - n_new - n_forced - pending: length], gamma, kept_drafts, stats)
+        pending = 0
+        if int(tokens[length - 1]) in eos:
             break
 
 

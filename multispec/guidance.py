@@ -54,6 +54,16 @@ class GuidedLM(CachedLM):
     def guided(self) -> bool:
         return self.guidance_scale != 1.0
 
+    def forced_token(self, position: int, previous: int) -> int | None:
+        """The only token the mask allows at ``position`` after ``previous``, else None. The decoding
+        loop appends such a token without a forward (every method, plain decoding included)."""
+        if self.allowed_tokens is None:
+            return None
+        allowed = self.allowed_tokens if isinstance(self.allowed_tokens, torch.Tensor) else \
+            self.allowed_tokens(torch.tensor([position]), torch.tensor([previous]))[0]
+        ids = allowed.nonzero()
+        return int(ids[0, 0]) if ids.shape[0] == 1 else None
+
     def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Append ``tokens`` [n]; return guided, masked logits [n, V] (or [1, V] if ``last_only``)."""
         start = self.length

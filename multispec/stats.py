@@ -17,6 +17,7 @@ class DecodingStats:
     accepted: int = 0  # drafted tokens accepted (and kept)
     accepted_per_step: list[int] = field(default_factory=list)
     moved_mass: float = 0.0  # Σ p̃(x) − p(x) moved by a relaxed rule (0 for exact rules)
+    forced: int = 0  # tokens appended without a forward: the verifier's mask allowed only one
     prefill_s: float = 0.0
     draft_s: float = 0.0
     verify_s: float = 0.0

@@ -181,3 +181,34 @@ def test_protected_tokens_are_judged_exactly():
     assert strict(x, q, p, greedy=True).num_accepted == 2  # position 2's top token is protected
     drafted = ExactOn(loose, x[3:4])
     assert drafted(x, q, p, greedy=True).num_accepted <= 3  # a protected drafted token is judged exactly
+
+
+class NoForcing(GuidedLM):
+    """The same masked verifier, but every token costs a forward (the loop's reference path)."""
+
+    def forced_token(self, position, previous):
+        return None
+
+
+def test_forced_tokens_skip_a_forward_and_change_nothing():
+    """A mask that allows one id after an even token (token + 1) forces it: the loop appends it
+    without a forward; plain and draft-model decoding give the tokens of the unskipped loop."""
+    target, small = tiny_model("llama"), tiny_model("llama", layers=1, hidden=16, seed=7)
+
+    def allowed(positions, previous):
+        mask = torch.ones(positions.shape[0], VOCAB, dtype=torch.bool)
+        even = (previous % 2 == 0) & (previous + 1 < VOCAB)
+        mask[even] = False
+        mask[even.nonzero()[:, 0], (previous + 1)[even]] = True
+        return mask
+
+    for ids in prompts(4, seed=5):
+        reference = multispec.generate(NoForcing(target, allowed_tokens=allowed), ids, max_new_tokens=30)
+        plain = multispec.generate(GuidedLM(target, allowed_tokens=allowed), ids, max_new_tokens=30)
+        assert torch.equal(plain.sequences, reference.sequences)
+        before = plain.sequences[0, ids.shape[1] - 1:-1]  # the token before each new one
+        forced = int(((before % 2 == 0) & (before + 1 < VOCAB)).sum())
+        assert plain.stats.forced == forced and plain.stats.steps == reference.stats.steps - forced
+        fast = multispec.generate(GuidedLM(target, allowed_tokens=allowed), ids, max_new_tokens=30,
+                                  drafter=DraftModel(GuidedLM(small, allowed_tokens=allowed), num_draft_tokens=3))
+        assert torch.equal(fast.sequences, reference.sequences)
