@@ -49,6 +49,8 @@ class GuidedLM(CachedLM):
         self.unconditional_prefix = None if unconditional_prefix is None else \
             torch.as_tensor(unconditional_prefix).long().to(self.device)
         self.allowed_tokens = allowed_tokens
+        # a fixed mask forces the same token everywhere or nowhere: decide it once, not every step
+        self._fixed_forced = self._single(allowed_tokens) if isinstance(allowed_tokens, torch.Tensor) else None
 
     @property
     def guided(self) -> bool:
@@ -57,10 +59,13 @@ class GuidedLM(CachedLM):
     def forced_token(self, position: int, previous: int) -> int | None:
         """The only token the mask allows at ``position`` after ``previous``, else None. The decoding
         loop appends such a token without a forward (every method, plain decoding included)."""
-        if self.allowed_tokens is None:
-            return None
-        allowed = self.allowed_tokens if isinstance(self.allowed_tokens, torch.Tensor) else \
-            self.allowed_tokens(torch.tensor([position]), torch.tensor([previous]))[0]
+        if self.allowed_tokens is None or isinstance(self.allowed_tokens, torch.Tensor):
+            return self._fixed_forced
+        return self._single(self.allowed_tokens(torch.tensor([position]), torch.tensor([previous]))[0])
+
+    @staticmethod
+    def _single(allowed: torch.Tensor) -> int | None:
+        """The id a mask [V] allows if it allows exactly one, else None."""
         ids = allowed.nonzero()
         return int(ids[0, 0]) if ids.shape[0] == 1 else None
 

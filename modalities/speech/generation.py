@@ -91,10 +91,7 @@ class SpeechModels:
     def exact_ids(self) -> list[int]:
         """Tokens every tolerant rule decides exactly: eos, and the aligned layout's phone-index
         (duration) and phone tokens."""
-        if isinstance(self.layout, AlignedLayout):
-            return [EOS] + list(range(INDEX_OFFSET, INDEX_OFFSET + MAX_PHONES)) + \
-                list(range(PHONE_OFFSET, PHONE_OFFSET + len(PHONES)))
-        return [EOS]
+        return [EOS] + (self.layout.label_ids if isinstance(self.layout, AlignedLayout) else [])
 
     def allowed(self, prompt: torch.Tensor):
         """(positions [n], previous tokens [n]) -> [n, V]: the slot's ids, plus eos where a new
@@ -106,10 +103,11 @@ class SpeechModels:
         table[:, EOS] = torch.arange(self.layout.tokens_per_frame) == 0
         phone_of_index = None
         if isinstance(self.layout, AlignedLayout):
+            layout = self.layout
             phones = prompt[0, 2:-1:2].cpu()  # [bos] (index phone)... [sep]
-            table[0, INDEX_OFFSET + len(phones):INDEX_OFFSET + MAX_PHONES] = False
-            phone_of_index = torch.full((self.vocab_size,), PHONE_OFFSET, dtype=torch.long)
-            phone_of_index[INDEX_OFFSET:INDEX_OFFSET + len(phones)] = phones
+            table[0, layout.index_offset + len(phones):layout.index_offset + layout.max_index] = False
+            phone_of_index = torch.full((self.vocab_size,), layout.phone_offset, dtype=torch.long)
+            phone_of_index[layout.index_offset:layout.index_offset + len(phones)] = phones
         delay = isinstance(self.layout, DelayLayout)
 
         def allowed_tokens(positions: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -121,7 +119,7 @@ class SpeechModels:
             slots = self.layout.slots(rel)
             mask = table[slots]
             if phone_of_index is not None:
-                at_phone = (slots == 1) & (positions > prompt_length)
+                at_phone = slots == 1
                 if at_phone.any():
                     mask[at_phone] = False
                     rows = at_phone.nonzero()[:, 0]

@@ -151,6 +151,12 @@ class AlignedLayout(FlattenedLayout):
     def tokens_per_frame(self) -> int:
         return self.num_codebooks + 2
 
+    @property
+    def label_ids(self) -> list[int]:
+        """Every index and phone id (the two tokens that lead a frame)."""
+        return list(range(self.index_offset, self.index_offset + self.max_index)) + \
+            list(range(self.phone_offset, self.phone_offset + self.num_phones))
+
     def _slot_table(self, vocab_size: int, always_allowed: Sequence[int]) -> torch.Tensor:
         codes = super()._slot_table(vocab_size, always_allowed)
         labels = torch.zeros(2, vocab_size, dtype=torch.bool)
