@@ -73,11 +73,12 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
             _spec(max_steps=3000, batch_size=8, seq_len=0, lr=2e-3, minutes=12, distill=0.8),
             "2 CPU cores, fp32: about 82 minutes for both models (aligned phone layout, 10k sentences)."),
         "gpu": _preset(
-            "gpu", ModelShape(hidden=320, layers=8, heads=5, kv_heads=5, intermediate=864, max_positions=1024),
-            ModelShape(hidden=192, layers=1, heads=3, kv_heads=3, intermediate=512, max_positions=1024),
-            _spec(max_steps=8000, batch_size=48, seq_len=0, lr=1e-3, minutes=3.5, warmup_steps=200),
-            _spec(max_steps=4000, batch_size=48, seq_len=0, lr=2e-3, minutes=1.0, distill=0.8),
-            "One H100, bf16 autocast: about 4.5 minutes for both models."),
+            # eight layers: the CPU drafter (128x1) then costs about a tenth of a target step
+            "gpu", ModelShape(hidden=384, layers=8, heads=6, kv_heads=6, intermediate=1024, max_positions=1024),
+            ModelShape(hidden=128, layers=1, heads=2, kv_heads=2, intermediate=384, max_positions=1024),
+            _spec(max_steps=8000, batch_size=48, seq_len=0, lr=1e-3, minutes=5.5, warmup_steps=200),
+            _spec(max_steps=6000, batch_size=48, seq_len=0, lr=2e-3, minutes=1.5, distill=0.8),
+            "One H100, bf16 autocast: about 7 minutes for both models (models/speech_gpu.sh)."),
     },
 }
 
