@@ -72,6 +72,14 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
             _spec(max_steps=6000, batch_size=8, seq_len=0, lr=1.5e-3, minutes=70),
             _spec(max_steps=3000, batch_size=8, seq_len=0, lr=2e-3, minutes=12, distill=0.8),
             "2 CPU cores, fp32: about 82 minutes for both models (aligned phone layout, 10k sentences)."),
+        # the bundled pair: the cpu preset's 4-layer target grown to 12 layers (models.grow_layers,
+        # the new blocks start as identities) and trained on, then the drafter distilled from it
+        "cpu-deep": _preset(
+            "cpu-deep", ModelShape(hidden=256, layers=12, heads=4, kv_heads=4, intermediate=704, max_positions=1024),
+            ModelShape(hidden=128, layers=1, heads=2, kv_heads=2, intermediate=384, max_positions=1024),
+            _spec(max_steps=4000, batch_size=8, seq_len=0, lr=1e-3, minutes=45, warmup_steps=50),
+            _spec(max_steps=3000, batch_size=8, seq_len=0, lr=1e-3, minutes=10, warmup_steps=50, distill=0.8),
+            "2 CPU cores, fp32: about 55 minutes for both, warm-started (--init-from, --draft-init-from)."),
         "gpu": _preset(
             # eight layers: the CPU drafter (128x1) then costs about a tenth of a target step
             "gpu", ModelShape(hidden=384, layers=8, heads=6, kv_heads=6, intermediate=1024, max_positions=1024),
@@ -137,7 +145,7 @@ def save_meta(meta: dict):
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description="Train the bundled image or speech target and drafter.")
     ap.add_argument("modality", choices=sorted(PRESETS))
-    ap.add_argument("--preset", required=True, choices=["smoke", "cpu", "gpu"])
+    ap.add_argument("--preset", required=True, choices=["smoke", "cpu", "cpu-deep", "gpu"])
     ap.add_argument("--which", default="both", choices=["target", "draft", "both"])
     ap.add_argument("--data", type=Path, help="default runs/<modality>/ar")
     ap.add_argument("--out", type=Path, help="default runs/<modality>/train-<preset>")
@@ -150,6 +158,8 @@ def main(argv: list[str]) -> None:
                     "classifier-free guidance scale (the drafter then drafts without guidance)")
     ap.add_argument("--init-from", type=Path, help="warm-start the target from these safetensors weights "
                     "(same shape; e.g. a run on an earlier layout of the same vocabulary)")
+    ap.add_argument("--draft-init-from", type=Path, help="warm-start the drafter from these safetensors "
+                    "weights (same shape; e.g. the drafter of a smaller target)")
     ap.add_argument("--draft-shape", help="override the drafter's hidden,layers,heads,intermediate")
     args = ap.parse_args(argv)
     if args.threads:
@@ -160,6 +170,8 @@ def main(argv: list[str]) -> None:
     if not meta_path.is_file():
         raise SystemExit(f"{meta_path} missing: build the token dataset first (python -m models.{args.modality}_tokens)")
     meta = json.loads(meta_path.read_text())
+    if args.preset not in PRESETS[args.modality]:
+        raise SystemExit(f"{args.modality} has no preset {args.preset!r}; it has {', '.join(PRESETS[args.modality])}")
     preset = PRESETS[args.modality][args.preset]
     preset = preset.with_overrides(max_steps=args.max_steps, seq_len=meta["seq_len"])
     if args.draft_shape:
@@ -184,7 +196,7 @@ def main(argv: list[str]) -> None:
         train_model(w, preset, out, lambda spec: SequenceData(data_dir, spec, meta), 60 * minutes[w] * 0.97,
                     args.resume, torch.device(args.device), False, config=config,
                     save_extra=save_meta(export_meta), wrap_teacher=wrap,
-                    init_from=args.init_from if w == "target" else None)
+                    init_from=args.init_from if w == "target" else args.draft_init_from)
         if Stop.requested:
             raise SystemExit(f"interrupted: checkpoint and export of {w!r} saved; rerun with --resume")
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min -> {out}")

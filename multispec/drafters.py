@@ -112,21 +112,31 @@ class DraftModel(Drafter):
         return self.lm.forward(tokens[n:], last_only=True)[-1]
 
     def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
+        """Sample γ tokens one forward at a time. A token the drafter's mask forces (``forced_token``
+        of a guided LM) is drafted with q = a point mass and fed together with the token before it,
+        so it costs no forward of its own."""
         gamma = min(self.length.current, max_tokens)
         if gamma <= 0:
             return _empty(tokens.device)
         tokens = tokens.to(self._cached.device)
         logits = self._sync(tokens)
-        drafted, probs = [], []
-        for i in range(gamma):
+        forced_token = getattr(self.lm, "forced_token", None)
+        drafted, probs, fed = [], [], 0  # drafted[:fed] are in the draft cache
+        while len(drafted) < gamma:
             q = sampling.probs(logits[None])  # [1, V]
-            token = sampling.pick(q, generator)  # [1]
-            drafted.append(token)
+            drafted.append(sampling.pick(q, generator))  # [1]
             probs.append(q)
-            if i + 1 < gamma:
-                logits = self.lm.forward(token)[-1]
+            while forced_token is not None and len(drafted) < gamma:
+                token = forced_token(tokens.shape[0] + len(drafted), int(drafted[-1]))
+                if token is None:
+                    break
+                drafted.append(drafted[-1].new_tensor([token]))
+                probs.append(torch.zeros_like(q).index_fill_(1, drafted[-1], 1.0))
+            if len(drafted) < gamma:
+                logits = self.lm.forward(torch.cat(drafted[fed:]), last_only=True)[-1]
+                fed = len(drafted)
         draft = torch.cat(drafted)
-        self._cached = torch.cat([tokens, draft[:-1]])
+        self._cached = torch.cat([tokens, draft[:fed]])
         return Draft(draft, torch.cat(probs))
 
 

@@ -34,11 +34,15 @@ class GuidedLM(CachedLM):
         allowed_tokens: a bool mask [V] for every position, or a function of the absolute positions
             [n] of the tokens being predicted and of the token right before each (the one just fed)
             returning [n, V]; None allows every token. A mask that allows one token forces it.
+        forced_tokens: optional fast answer to "which token does the mask force at (position, the
+            token before it)", an int or None; it must agree with ``allowed_tokens`` (the default
+            derives it from the mask, one mask row per call).
     """
 
     def __init__(self, model: torch.nn.Module, guidance_scale: float = 1.0,
                  unconditional_prefix: torch.Tensor | None = None,
-                 allowed_tokens: torch.Tensor | AllowedTokens | None = None):
+                 allowed_tokens: torch.Tensor | AllowedTokens | None = None,
+                 forced_tokens: Callable[[int, int], int | None] | None = None):
         super().__init__(model)
         if guidance_scale != 1.0 and (unconditional_prefix is None or len(unconditional_prefix) == 0):
             raise ValueError("classifier-free guidance (guidance_scale != 1) needs an unconditional_prefix")
@@ -49,6 +53,7 @@ class GuidedLM(CachedLM):
         self.unconditional_prefix = None if unconditional_prefix is None else \
             torch.as_tensor(unconditional_prefix).long().to(self.device)
         self.allowed_tokens = allowed_tokens
+        self.forced_tokens = forced_tokens
         # a fixed mask forces the same token everywhere or nowhere: decide it once, not every step
         self._fixed_forced = self._single(allowed_tokens) if isinstance(allowed_tokens, torch.Tensor) else None
 
@@ -61,6 +66,8 @@ class GuidedLM(CachedLM):
         loop appends such a token without a forward (every method, plain decoding included)."""
         if self.allowed_tokens is None or isinstance(self.allowed_tokens, torch.Tensor):
             return self._fixed_forced
+        if self.forced_tokens is not None:
+            return self.forced_tokens(position, previous)
         return self._single(self.allowed_tokens(torch.tensor([position]), torch.tensor([previous]))[0])
 
     @staticmethod

@@ -55,7 +55,7 @@ def test_guided_logits_and_rollback_match_full_forwards():
     uncond[:2] = torch.tensor([0, 0])
     allowed = torch.zeros(VOCAB, dtype=torch.bool)
     allowed[10:60] = True
-    lm = GuidedLM(model, guidance_scale=3.0, unconditional_prefix=torch.tensor([0, 0]), allowed_tokens=allowed)
+    lm = GuidedLM(model, guidance_scale=3.0, unconditional_prefix=torch.tensor([0, 0]), allowed_tokens=even_forces_next)
     expected = manual_guided_logits(model, seq, uncond, 3.0).masked_fill(~allowed, float("-inf"))
     with torch.no_grad():
         got = torch.cat([lm.forward(seq[:1]), lm.forward(seq[1:5]), lm.forward(seq[5:])])
@@ -77,7 +77,7 @@ def test_guided_decoding_is_exact_for_every_drafter():
     allowed[:4] = False  # "class tokens" are never generated
 
     def guided(model):
-        return GuidedLM(model, guidance_scale=2.5, unconditional_prefix=torch.tensor([0]), allowed_tokens=allowed)
+        return GuidedLM(model, guidance_scale=2.5, unconditional_prefix=torch.tensor([0]), allowed_tokens=even_forces_next)
 
     for cls in (1, 2, 3):
         ids = torch.tensor([[cls]])
@@ -190,25 +190,81 @@ class NoForcing(GuidedLM):
         return None
 
 
+def even_forces_next(positions, previous):
+    """A mask that allows only token + 1 after an even token (a forced token), anything elsewhere."""
+    mask = torch.ones(positions.shape[0], VOCAB, dtype=torch.bool)
+    even = (previous % 2 == 0) & (previous + 1 < VOCAB)
+    mask[even] = False
+    mask[even.nonzero()[:, 0], (previous + 1)[even]] = True
+    return mask
+
+
 def test_forced_tokens_skip_a_forward_and_change_nothing():
     """A mask that allows one id after an even token (token + 1) forces it: the loop appends it
     without a forward; plain and draft-model decoding give the tokens of the unskipped loop."""
     target, small = tiny_model("llama"), tiny_model("llama", layers=1, hidden=16, seed=7)
 
-    def allowed(positions, previous):
-        mask = torch.ones(positions.shape[0], VOCAB, dtype=torch.bool)
-        even = (previous % 2 == 0) & (previous + 1 < VOCAB)
-        mask[even] = False
-        mask[even.nonzero()[:, 0], (previous + 1)[even]] = True
-        return mask
-
     for ids in prompts(4, seed=5):
-        reference = multispec.generate(NoForcing(target, allowed_tokens=allowed), ids, max_new_tokens=30)
-        plain = multispec.generate(GuidedLM(target, allowed_tokens=allowed), ids, max_new_tokens=30)
+        reference = multispec.generate(NoForcing(target, allowed_tokens=even_forces_next), ids, max_new_tokens=30)
+        plain = multispec.generate(GuidedLM(target, allowed_tokens=even_forces_next), ids, max_new_tokens=30)
         assert torch.equal(plain.sequences, reference.sequences)
         before = plain.sequences[0, ids.shape[1] - 1:-1]  # the token before each new one
         forced = int(((before % 2 == 0) & (before + 1 < VOCAB)).sum())
         assert plain.stats.forced == forced and plain.stats.steps == reference.stats.steps - forced
-        fast = multispec.generate(GuidedLM(target, allowed_tokens=allowed), ids, max_new_tokens=30,
-                                  drafter=DraftModel(GuidedLM(small, allowed_tokens=allowed), num_draft_tokens=3))
+        fast = multispec.generate(GuidedLM(target, allowed_tokens=even_forces_next), ids, max_new_tokens=30,
+                                  drafter=DraftModel(GuidedLM(small, allowed_tokens=even_forces_next), num_draft_tokens=3))
         assert torch.equal(fast.sequences, reference.sequences)
+
+
+class CountingGuidedLM(GuidedLM):
+    """A guided LM that counts its forwards (``forcing=False``: it never reports a forced token)."""
+
+    def __init__(self, *args, forcing=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.forcing, self.forwards = forcing, 0
+
+    def forced_token(self, position, previous):
+        return super().forced_token(position, previous) if self.forcing else None
+
+    def forward(self, tokens, last_only=False):
+        self.forwards += 1
+        return super().forward(tokens, last_only)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_drafter_feeds_forced_tokens_without_a_forward_of_their_own(temperature):
+    """The drafter drafts a forced token as a point mass and feeds it with the token before it:
+    fewer drafter forwards, the same tokens (greedy) and the same distribution rule (sampling: the
+    forced token's q is one-hot, so it is always accepted and the output stays in the mask)."""
+    target, small = tiny_model("llama"), tiny_model("llama", layers=1, hidden=16, seed=7)
+
+    for ids in prompts(4, seed=6):
+        runs = {}
+        for forcing in (True, False):
+            lm = CountingGuidedLM(small, allowed_tokens=even_forces_next, forcing=forcing)
+            out = multispec.generate(GuidedLM(target, allowed_tokens=even_forces_next), ids, max_new_tokens=30,
+                                     drafter=DraftModel(lm, num_draft_tokens=4, adaptive=False),
+                                     temperature=temperature, generator=torch.Generator().manual_seed(3))
+            runs[forcing] = (out, lm.forwards)
+        (fast, fast_forwards), (slow, slow_forwards) = runs[True], runs[False]
+        if temperature == 0.0:
+            assert torch.equal(fast.sequences, slow.sequences)
+        seq = fast.sequences[0, ids.shape[1] - 1:]
+        even = (seq[:-1] % 2 == 0) & (seq[:-1] + 1 < VOCAB)
+        assert torch.equal(seq[1:][even], seq[:-1][even] + 1)  # every forced token is in place
+        assert bool(even.any()) and fast_forwards < slow_forwards
+
+
+def test_block_expansion_starts_as_the_same_function():
+    """models.grow_layers: the grown model (zeroed output projections in the new blocks) gives the
+    source's logits, cached decoding included, and has the new depth."""
+    from models.grow_layers import grow
+
+    source = tiny_model("llama", layers=2)
+    grown = grow(source, 6)
+    assert len(grown.model.layers) == 6 and grown.config.num_hidden_layers == 6
+    for ids in prompts(3, seed=2):
+        assert torch.allclose(grown(ids).logits, source(ids).logits, atol=1e-5)
+        assert torch.equal(multispec.generate(grown, ids, max_new_tokens=12).sequences, hf_greedy(source, ids, 12))
+    with pytest.raises(ValueError, match="multiple"):
+        grow(source, 3)

@@ -6,6 +6,7 @@ import torch
 import transformers
 
 from modalities.speech.codec import MelRVQCodec, MelRVQConfig
+from multispec.guidance import GuidedLM
 from modalities.speech.generation import SpeechModels, generate_codes, generate_speech
 from modalities.speech.vocab import (CODE_OFFSET, EOS, INDEX_OFFSET, PHONE_CODE_OFFSET, PHONES, encode_phones,
                                      encode_text, text_to_phones)
@@ -115,6 +116,19 @@ def test_phone_prompts_and_aligned_decoding():
         assert index.max() < len(text_to_phones(TEXTS[1]))
         prompt_phones = [PHONES.index(p) for p in text_to_phones(TEXTS[1])]
         assert named.tolist() == [prompt_phones[i] for i in index.tolist()]  # the mask does the lookup
+
+
+def test_forced_token_hook_agrees_with_the_mask():
+    """The aligned layout's fast forced-token answer equals the one derived from the mask, at every
+    slot and after every index token (prompt phones, indices past the prompt, other tokens)."""
+    m = models("aligned")
+    prompt = m.encode(TEXTS[0])
+    fast, slow = m.guided(m.target, prompt), GuidedLM(m.target, allowed_tokens=m.allowed(prompt))
+    n = prompt.shape[1]
+    for position in range(n - 2, n + 9):
+        for previous in list(range(INDEX_OFFSET, INDEX_OFFSET + 24)) + [EOS, PHONE_CODE_OFFSET + 3]:
+            assert fast.forced_token(position, previous) == slow.forced_token(position, previous)
+    assert fast.forced_token(n + 1, INDEX_OFFSET) == prompt[0, 2]
 
 
 def test_bench_report_has_every_method_and_writes_files(tmp_path):

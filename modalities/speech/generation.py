@@ -127,8 +127,24 @@ class SpeechModels:
             return mask
         return allowed_tokens
 
+    def forced(self, prompt: torch.Tensor):
+        """(position, previous token) -> the token :meth:`allowed` forces there, or None: in the
+        aligned layout the phone after each index token (plain ints, no mask built); None (derive it
+        from the mask) for the other layouts."""
+        if not isinstance(self.layout, AlignedLayout):
+            return None
+        prompt_length, per_frame, layout = prompt.shape[-1], self.layout.tokens_per_frame, self.layout
+        phones = prompt[0, 2:-1:2].tolist()  # [bos] (index phone)... [sep]
+
+        def forced_tokens(position: int, previous: int) -> int | None:
+            if position < prompt_length or (position - prompt_length) % per_frame != 1:
+                return None
+            i = previous - layout.index_offset
+            return phones[i] if 0 <= i < len(phones) else layout.phone_offset
+        return forced_tokens
+
     def guided(self, model, prompt: torch.Tensor) -> GuidedLM:
-        return GuidedLM(model, allowed_tokens=self.allowed(prompt))
+        return GuidedLM(model, allowed_tokens=self.allowed(prompt), forced_tokens=self.forced(prompt))
 
     def level_tables(self) -> list[tuple[int, torch.Tensor]]:
         """(first token id, codebook [C, D]) per codec level, for neighbour search."""

@@ -1,0 +1,66 @@
+"""Deepen a trained Llama-family model by block expansion: the grown model starts as the same function.
+
+    python -m models.grow_layers SRC_DIR OUT.safetensors --layers 8
+
+After every ``layers / old`` -th original decoder layer a copy of that layer is inserted whose two
+output projections (attention ``o_proj`` and MLP ``down_proj``) are zero, so the new block adds
+nothing to the residual stream and the grown model computes exactly what the source did (LLaMA
+Pro's block expansion, Wu et al. 2024). Training then uses the new blocks. The output is a
+safetensors file of the grown shape for ``models.train ... --init-from``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_model
+
+
+def grow(model: torch.nn.Module, layers: int) -> torch.nn.Module:
+    """A deep copy of ``model`` (``model.model.layers``) with ``layers`` decoder layers in all."""
+    old = len(model.model.layers)
+    if layers <= old or layers % old:
+        raise ValueError(f"--layers must be a multiple of the source's {old} layers and larger, got {layers}")
+    grown = copy.deepcopy(model)
+    blocks = []
+    for layer in model.model.layers:
+        blocks.append(copy.deepcopy(layer))
+        for _ in range(layers // old - 1):
+            twin = copy.deepcopy(layer)
+            torch.nn.init.zeros_(twin.self_attn.o_proj.weight)
+            torch.nn.init.zeros_(twin.mlp.down_proj.weight)
+            blocks.append(twin)
+    for i, block in enumerate(blocks):
+        block.self_attn.layer_idx = i  # the cache slot each layer writes
+    grown.model.layers = torch.nn.ModuleList(blocks)
+    grown.config.num_hidden_layers = layers
+    if getattr(grown.config, "layer_types", None) is not None:
+        grown.config.layer_types = [grown.config.layer_types[0]] * layers
+    return grown
+
+
+def main(argv: list[str] | None = None) -> None:
+    from models.zoo import load_token_lm
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("source", type=Path, help="a model folder (safetensors + multispec.json)")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--layers", type=int, required=True)
+    args = ap.parse_args(argv)
+    model, _ = load_token_lm(args.source, torch.float32)
+    grown = grow(model, args.layers)
+    ids = torch.randint(4, model.config.vocab_size, (1, 64))
+    with torch.no_grad():
+        gap = (grown(ids).logits - model(ids).logits).abs().max().item()
+    if gap > 1e-4:
+        raise SystemExit(f"grown model differs from the source by {gap:.2e}: not an identity expansion")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(grown, str(args.out))
+    print(f"{args.source} ({len(model.model.layers)} layers) -> {args.out} ({args.layers} layers), "
+          f"max logit gap {gap:.1e}")
+
+
+if __name__ == "__main__":
+    main()
