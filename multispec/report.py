@@ -48,6 +48,7 @@ class MethodTally:
     def speed_columns(self, baseline_wall_s: float) -> dict:
         """speedup over the baseline's wall clock, τ, acceptance and TV mass moved per token."""
         return {"wall_s": round(self.wall_s, 2), "speedup": round(baseline_wall_s / self.wall_s, 3),
+                "tokens_per_s": round(self.new_tokens / self.wall_s, 1),
                 "tau": round(self.new_tokens / self.steps, 3),
                 "acceptance": None if self.drafted == 0 else round(self.accepted / self.drafted, 3),
                 "moved_mass_per_token": round(self.moved_mass / self.new_tokens, 4)}

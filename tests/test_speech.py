@@ -140,3 +140,10 @@ def test_bench_report_has_every_method_and_writes_files(tmp_path):
     for name in ("results.json", "results.md", "sweep.png"):
         assert (tmp_path / name).is_file()
     assert any((tmp_path / "wav").glob("*.wav"))
+
+
+def test_bench_method_selection():
+    from modalities.speech import bench
+    assert [m.name for m in bench.select_methods("draft+topk k=4, draft")] == ["plain", "draft+topk k=4", "draft"]
+    with pytest.raises(ValueError, match="unknown methods"):
+        bench.select_methods("draft,fastest")

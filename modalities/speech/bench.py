@@ -45,6 +45,16 @@ WITH_JACOBI = DEFAULT_METHODS[:2] + (MethodSpec("sjd", "sjd"), MethodSpec("sjd+t
 QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[3])
 
 
+def select_methods(names: str) -> tuple[MethodSpec, ...]:
+    """The default methods named in ``names`` (comma-separated), plain first (the baseline)."""
+    known = {spec.name: spec for spec in DEFAULT_METHODS + WITH_JACOBI}
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {', '.join(known)}")
+    return (known["plain"],) + tuple(known[name] for name in wanted if name != "plain")
+
+
 def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, temperature: float | None = None,
         top_k: int | None = None, seed: int = 0, max_seconds: float = 6.0,
         progress: bool = True) -> list[MethodTally]:
@@ -100,7 +110,7 @@ def score(models: SpeechModels, results: list[MethodTally], sentences: list[str]
     return rows
 
 
-COLUMNS = ("method", "speedup", "tau", "acceptance", "moved_mass_per_token", "wer", "log_mel_l1_vs_plain",
+COLUMNS = ("method", "speedup", "tokens_per_s", "tau", "acceptance", "moved_mass_per_token", "wer", "log_mel_l1_vs_plain",
            "length_ratio", "identical_to_plain")
 
 

@@ -84,7 +84,8 @@ def run_bench(args) -> int:
         default_sentences(args.num_sentences)
     report = bench.run_report(models, sentences, Path(args.out), temperature=args.temperature, top_k=args.top_k,
                               seed=args.seed, quick=args.quick, wer=not args.no_wer, max_seconds=args.max_seconds,
-                              methods=bench.WITH_JACOBI if args.jacobi else None)
+                              methods=bench.select_methods(args.methods) if args.methods else
+                              bench.WITH_JACOBI if args.jacobi else None)
     print(bench.markdown_table(report["rows"]))
     print(f"saved to {args.out}", file=sys.stderr)
     return 0
@@ -111,6 +112,8 @@ def register_bench(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="plain, draft and one tolerant method only")
     parser.add_argument("--no-wer", action="store_true", help="skip pocketsphinx transcription")
     parser.add_argument("--jacobi", action="store_true", help="plain, draft and the Jacobi (SJD) methods")
+    parser.add_argument("--methods", help="comma-separated method names from the default list "
+                        "(e.g. 'plain,draft,draft+topk k=4'); plain always runs first")
     parser.add_argument("--max-seconds", type=float, default=5.0, help="longest utterance generated")
     parser.add_argument("--out", default="runs/bench/speech")
     _common(parser)
