@@ -62,3 +62,23 @@ def test_drafter_distils_on_target_samples(tmp_path):
                     "--out", str(tmp_path / "run"), "--distill-guidance", "3", "--device", "cpu"])
     exported = json.loads((tmp_path / "run/draft/multispec.json").read_text())
     assert exported["draft_guidance_distilled"] == 3.0 and exported["vocab_size"] == V
+
+
+def test_drafter_warm_start_and_unknown_preset(tmp_path):
+    """--draft-init-from starts the drafter from given weights (recorded in training.json); a preset
+    the modality lacks is refused by name."""
+    from safetensors.torch import save_model
+
+    from models.seq_train import SMOKE_SHAPE
+    target = save_target(tmp_path / "run" / "target")
+    sample(target, tmp_path / "samples", num=16)
+    torch.manual_seed(1)
+    start = transformers.LlamaForCausalLM(SMOKE_SHAPE.config(V, bos=V - 1, eos=V - 1, pad=V - 1))
+    save_model(start, str(tmp_path / "start.safetensors"))
+    seq_train_main(["image", "--preset", "smoke", "--which", "draft", "--data", str(tmp_path / "samples"),
+                    "--out", str(tmp_path / "run"), "--device", "cpu",
+                    "--draft-init-from", str(tmp_path / "start.safetensors")])
+    record = json.loads((tmp_path / "run/draft/training.json").read_text())
+    assert record["init_from"] == str(tmp_path / "start.safetensors")
+    with pytest.raises(SystemExit, match="no preset 'cpu-deep'"):
+        seq_train_main(["image", "--preset", "cpu-deep", "--data", str(tmp_path / "samples")])
