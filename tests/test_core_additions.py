@@ -55,7 +55,7 @@ def test_guided_logits_and_rollback_match_full_forwards():
     uncond[:2] = torch.tensor([0, 0])
     allowed = torch.zeros(VOCAB, dtype=torch.bool)
     allowed[10:60] = True
-    lm = GuidedLM(model, guidance_scale=3.0, unconditional_prefix=torch.tensor([0, 0]), allowed_tokens=even_forces_next)
+    lm = GuidedLM(model, guidance_scale=3.0, unconditional_prefix=torch.tensor([0, 0]), allowed_tokens=allowed)
     expected = manual_guided_logits(model, seq, uncond, 3.0).masked_fill(~allowed, float("-inf"))
     with torch.no_grad():
         got = torch.cat([lm.forward(seq[:1]), lm.forward(seq[1:5]), lm.forward(seq[5:])])
@@ -77,7 +77,7 @@ def test_guided_decoding_is_exact_for_every_drafter():
     allowed[:4] = False  # "class tokens" are never generated
 
     def guided(model):
-        return GuidedLM(model, guidance_scale=2.5, unconditional_prefix=torch.tensor([0]), allowed_tokens=even_forces_next)
+        return GuidedLM(model, guidance_scale=2.5, unconditional_prefix=torch.tensor([0]), allowed_tokens=allowed)
 
     for cls in (1, 2, 3):
         ids = torch.tensor([[cls]])
