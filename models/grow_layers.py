@@ -25,8 +25,8 @@ def grow(model: torch.nn.Module, layers: int) -> torch.nn.Module:
         raise ValueError(f"--layers must be a multiple of the source's {old} layers and larger, got {layers}")
     grown = copy.deepcopy(model)
     blocks = []
-    for layer in model.model.layers:
-        blocks.append(copy.deepcopy(layer))
+    for layer in grown.model.layers:
+        blocks.append(layer)
         for _ in range(layers // old - 1):
             twin = copy.deepcopy(layer)
             torch.nn.init.zeros_(twin.self_attn.o_proj.weight)

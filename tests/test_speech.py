@@ -6,10 +6,10 @@ import torch
 import transformers
 
 from modalities.speech.codec import MelRVQCodec, MelRVQConfig
-from multispec.guidance import GuidedLM
 from modalities.speech.generation import SpeechModels, generate_codes, generate_speech
 from modalities.speech.vocab import (CODE_OFFSET, EOS, INDEX_OFFSET, PHONE_CODE_OFFSET, PHONES, encode_phones,
                                      encode_text, text_to_phones)
+from multispec.guidance import GuidedLM
 
 C = 16
 

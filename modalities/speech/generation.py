@@ -101,13 +101,10 @@ class SpeechModels:
         prompt_length = prompt.shape[-1]
         table = self.layout.allowed_masks(torch.arange(self.layout.tokens_per_frame), self.vocab_size)
         table[:, EOS] = torch.arange(self.layout.tokens_per_frame) == 0
-        phone_of_index = None
-        if isinstance(self.layout, AlignedLayout):
-            layout = self.layout
-            phones = prompt[0, 2:-1:2].cpu()  # [bos] (index phone)... [sep]
-            table[0, layout.index_offset + len(phones):layout.index_offset + layout.max_index] = False
-            phone_of_index = torch.full((self.vocab_size,), layout.phone_offset, dtype=torch.long)
-            phone_of_index[layout.index_offset:layout.index_offset + len(phones)] = phones
+        phone_of_index = self._phone_of_index(prompt)
+        if phone_of_index is not None:
+            layout, num_phones = self.layout, (prompt.shape[-1] - 2) // 2  # [bos] (index phone)×n [sep]
+            table[0, layout.index_offset + num_phones:layout.index_offset + layout.max_index] = False
         delay = isinstance(self.layout, DelayLayout)
 
         def allowed_tokens(positions: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -127,20 +124,30 @@ class SpeechModels:
             return mask
         return allowed_tokens
 
+    def _phone_of_index(self, prompt: torch.Tensor) -> torch.Tensor | None:
+        """Aligned layout: [V] the phone each index token names in ``prompt`` [1, P] (the pause phone
+        for every other id); None for the other layouts."""
+        if not isinstance(self.layout, AlignedLayout):
+            return None
+        layout = self.layout
+        phones = prompt[0, 2:-1:2].cpu()  # [bos] (index phone)... [sep]
+        phone_of_index = torch.full((self.vocab_size,), layout.phone_offset, dtype=torch.long)
+        phone_of_index[layout.index_offset:layout.index_offset + len(phones)] = phones
+        return phone_of_index
+
     def forced(self, prompt: torch.Tensor):
         """(position, previous token) -> the token :meth:`allowed` forces there, or None: in the
         aligned layout the phone after each index token (plain ints, no mask built); None (derive it
         from the mask) for the other layouts."""
-        if not isinstance(self.layout, AlignedLayout):
+        phone_of_index = self._phone_of_index(prompt)
+        if phone_of_index is None:
             return None
-        prompt_length, per_frame, layout = prompt.shape[-1], self.layout.tokens_per_frame, self.layout
-        phones = prompt[0, 2:-1:2].tolist()  # [bos] (index phone)... [sep]
+        prompt_length, per_frame, phone_of = prompt.shape[-1], self.layout.tokens_per_frame, phone_of_index.tolist()
 
         def forced_tokens(position: int, previous: int) -> int | None:
             if position < prompt_length or (position - prompt_length) % per_frame != 1:
                 return None
-            i = previous - layout.index_offset
-            return phones[i] if 0 <= i < len(phones) else layout.phone_offset
+            return phone_of[previous]
         return forced_tokens
 
     def guided(self, model, prompt: torch.Tensor) -> GuidedLM:
