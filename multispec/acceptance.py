@@ -163,22 +163,34 @@ class TypicalAcceptance(AcceptanceRule):
         return _tolerated_boost(p_at_x > threshold, draft_tokens, draft_probs, target_probs, greedy)
 
 
-@dataclass(frozen=True)
 class TopKTolerance(AcceptanceRule):
-    """Accept a drafted token that is among the target's k most likely (lossy; k=1 is exact greedy)."""
+    """Accept a drafted token that is among the target's k most likely (lossy; k=1 is exact greedy).
 
-    k: int = 3
-    lossless: bool = field(default=False, init=False)
+    ``k`` is one number or a per-token tensor [V] (e.g. k per codec codebook level, expanded over each
+    level's token ids, as :class:`AdditiveTolerance`'s β); a token x is tolerated when fewer than
+    k(x) tokens are more likely than it. Tokens that are not tolerated still get the exact test.
+    """
 
-    def __post_init__(self):
-        if self.k < 1:
-            raise ValueError(f"TopKTolerance: k must be >= 1, got {self.k}")
+    lossless = False
+
+    def __init__(self, k: int | torch.Tensor = 3):
+        k = torch.as_tensor(k)
+        if k.ndim > 1 or k.is_floating_point() or k.numel() == 0 or bool((k < 1).any()):
+            raise ValueError(f"TopKTolerance: k must be an integer >= 1 or a [V] tensor of them, got {k.tolist()}")
+        self.k = k.long()
+
+    def __repr__(self) -> str:
+        return f"TopKTolerance(k={self.k.tolist()})" if self.k.ndim else f"TopKTolerance(k={int(self.k)})"
 
     def relax(self, draft_tokens, draft_probs, target_probs, greedy):
         p = target_probs[: draft_tokens.shape[0]]
-        top = p.topk(min(self.k, p.shape[-1]), dim=-1).indices  # [γ, k]
-        tolerated = (top == draft_tokens[:, None]).any(dim=-1)
-        return _tolerated_boost(tolerated, draft_tokens, draft_probs, target_probs, greedy)
+        k = self.k.to(draft_tokens.device)
+        if k.ndim == 1:
+            if k.shape[0] != p.shape[-1]:
+                raise ValueError(f"TopKTolerance: k has {k.shape[0]} entries but the target has {p.shape[-1]} tokens")
+            k = k[draft_tokens]
+        above = (p > _prob_of(p, draft_tokens)[:, None]).sum(dim=-1)  # [γ] tokens more likely than x
+        return _tolerated_boost(above < k, draft_tokens, draft_probs, target_probs, greedy)
 
 
 def nearest_neighbors(embeddings: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:

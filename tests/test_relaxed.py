@@ -70,6 +70,24 @@ def test_top1_tolerance_is_exact_greedy():
         assert TopKTolerance(1)(x, q, p, greedy=True) == Greedy()(x, q, p, greedy=True)
 
 
+def test_topk_tolerance_per_token_k():
+    """k as a [V] tensor: ids with k = V always pass (where p > 0), ids with k = 1 are greedy-exact."""
+    for seed in range(50):
+        x, q, p = random_case(seed)
+        V = p.shape[-1]
+        loose_even = TopKTolerance(torch.where(torch.arange(V) % 2 == 0, V, 1))
+        verdict = loose_even(x, q, p, greedy=True)
+        ok = (x % 2 == 0) | (x == p[:x.shape[0]].argmax(-1))
+        expected = int(ok.long().cumprod(0).sum())
+        assert verdict.num_accepted == expected
+        assert TopKTolerance(torch.ones(V, dtype=torch.long))(x, q, p, greedy=True) == Greedy()(x, q, p, greedy=True)
+    with pytest.raises(ValueError, match="k has 3 entries"):
+        TopKTolerance(torch.ones(3, dtype=torch.long))(x, q, p, greedy=True)
+    for bad in (0, 2.5, torch.zeros(V, dtype=torch.long)):
+        with pytest.raises(ValueError, match="integer >= 1"):
+            TopKTolerance(bad)
+
+
 @pytest.mark.parametrize("rule", [TopKTolerance(3), TypicalAcceptance(0.3, 0.09)])
 def test_tolerant_rules_accept_a_superset_and_report_mass(rule):
     for seed in range(100):

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 from modalities.speech.codec import MelRVQCodec, MelRVQConfig
-from modalities.speech.generation import SpeechModels, generate_codes, generate_speech
+from modalities.speech.generation import SpeechModels, generate_codes, generate_speech, make_acceptance
 from modalities.speech.vocab import (CODE_OFFSET, EOS, INDEX_OFFSET, PHONE_CODE_OFFSET, PHONES, encode_phones,
                                      encode_text, text_to_phones)
 from multispec.guidance import GuidedLM
@@ -83,6 +83,15 @@ def test_tolerance_per_level_and_speech_output():
         generate_codes(m, TEXTS[0], "draft", "additive", tolerance=[0.1, 0.2, 0.3])
     sample = generate_codes(m, TEXTS[0], "draft", "additive", tolerance=[0.0, 0.5], max_seconds=0.3)
     assert sample.frames.shape[1] == 2
+    with pytest.raises(ValueError, match="one k per codebook level"):
+        generate_codes(m, TEXTS[0], "draft", "topk", k=[2])
+    loose_residual = make_acceptance(m, "topk", k=[1, C])  # level 0 greedy-exact, level 1 any code
+    level0, level1 = m.layout.offset, m.layout.offset + C
+    p = torch.zeros(3, m.vocab_size)  # each position allows its own level's codes only (the slot mask)
+    p[:2, level1:level1 + C] = p[2, level0:level0 + C] = torch.linspace(1, 2, C) / torch.linspace(1, 2, C).sum()
+    x = torch.tensor([level1, level1 + 1, level0])  # each its level's least likely code: only level 1's pass
+    assert loose_residual(x, None, p, greedy=True).num_accepted == 2
+    assert make_acceptance(m, "topk", k=[1, 1])(x, None, p, greedy=True).num_accepted == 0
     wave, stats = generate_speech(m, TEXTS[0], drafter="draft", max_seconds=0.2)
     assert wave.ndim == 1 and stats.new_tokens > 0
 

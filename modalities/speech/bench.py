@@ -27,8 +27,8 @@ class MethodSpec:
     name: str
     drafter: str = "plain"
     acceptance: str = "exact"
-    tolerance: float = 0.1
-    k: int = 3
+    tolerance: float | tuple[float, ...] = 0.1  # β or δ; a tuple gives one β per codebook level
+    k: int | tuple[int, ...] = 3  # top-k; a tuple gives one k per codebook level
 
 
 DEFAULT_METHODS = (
@@ -37,6 +37,10 @@ DEFAULT_METHODS = (
     MethodSpec("draft+topk k=2", "draft", "topk", k=2),
     MethodSpec("draft+topk k=4", "draft", "topk", k=4),
     MethodSpec("draft+additive β=0.3", "draft", "additive", tolerance=0.3),
+    # per codebook level: the residual level (c1) takes the drafter's code, the coarse level top-k
+    MethodSpec("draft+topk k=2/256", "draft", "topk", k=(2, 256)),
+    MethodSpec("draft+topk k=4/256", "draft", "topk", k=(4, 256)),
+    MethodSpec("draft+additive β=0.1/1", "draft", "additive", tolerance=(0.1, 1.0)),
     MethodSpec("draft+neighbors δ=0.2", "draft", "neighbors", tolerance=0.2),
     MethodSpec("lookup", "lookup"),
     MethodSpec("lookup+topk k=4", "lookup", "topk", k=4),

@@ -91,13 +91,27 @@ def run_bench(args) -> int:
     return 0
 
 
+def _per_level(number):
+    """argparse type: one number, or one per codebook level separated by '/' (a list)."""
+    def parse(text: str):
+        try:
+            values = [number(part) for part in text.split("/")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or numbers separated by '/', got {text!r}")
+        return values[0] if len(values) == 1 else values
+    parse.__name__ = number.__name__
+    return parse
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("speech", help="speak text with speculative decoding over codec tokens")
     parser.add_argument("text")
     parser.add_argument("--method", choices=DRAFTERS, default="draft", help="drafter")
     parser.add_argument("--acceptance", choices=ACCEPTANCES, default="topk")
-    parser.add_argument("--tolerance", type=float, default=0.1, help="β (additive) or δ (neighbors)")
-    parser.add_argument("--k", type=int, default=4, help="top-k tolerance k")
+    parser.add_argument("--tolerance", type=_per_level(float), default=0.1,
+                        help="β (additive; one per codebook level as 0.1/1) or δ (neighbors)")
+    parser.add_argument("--k", type=_per_level(int), default=4,
+                        help="top-k tolerance k, or one per codebook level (4/256: any residual code)")
     parser.add_argument("--max-seconds", type=float, default=6.0)
     parser.add_argument("-o", "--output", default="runs/speech/sample.wav")
     parser.add_argument("--compare-plain", action=argparse.BooleanOptionalAction, default=True)

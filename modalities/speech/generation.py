@@ -179,8 +179,9 @@ def make_drafter(models: SpeechModels, drafter: str, prompt: torch.Tensor, num_d
 
 
 def make_acceptance(models: SpeechModels, acceptance: str, tolerance: float | list[float] = 0.1,
-                    k: int = 3, neighbors: int = 64):
-    """None for ``exact``; ``topk`` uses k; ``additive`` β (one number, or one per codebook level);
+                    k: int | list[int] = 3, neighbors: int = 64):
+    """None for ``exact``; ``topk`` uses k and ``additive`` β (each one number, or one per codebook
+    level, e.g. a loose k on the residual level only);
     ``neighbors`` LANTERN with δ = tolerance over each codec codebook. Where eos is drafted or is
     the target's most likely token, every tolerant rule decides exactly."""
     if acceptance == "exact":
@@ -188,23 +189,31 @@ def make_acceptance(models: SpeechModels, acceptance: str, tolerance: float | li
     return ExactOn(_tolerant_rule(models, acceptance, tolerance, k, neighbors), models.exact_ids)
 
 
-def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k: int, neighbors: int):
+def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k, neighbors: int):
     if acceptance == "topk":
-        return TopKTolerance(k)
+        return TopKTolerance(k if isinstance(k, int) else per_level(models, k, "top-k", "k", 1).long())
     if acceptance == "additive":
-        levels = models.layout.num_codebooks
-        betas = [float(tolerance)] * levels if isinstance(tolerance, (int, float)) else list(tolerance)
-        if len(betas) != levels:
-            raise ValueError(f"additive tolerance needs one β per codebook level ({levels}), got {len(betas)}")
-        beta = torch.zeros(models.vocab_size)
-        C, offset = models.meta["codebook_size"], models.layout.offset
-        for level, b in enumerate(betas):
-            beta[offset + level * C: offset + (level + 1) * C] = b
-        return AdditiveTolerance(beta)
+        return AdditiveTolerance(per_level(models, tolerance, "additive", "β", 0.0))
     if acceptance == "neighbors":
+        if not isinstance(tolerance, (int, float)):
+            raise ValueError(f"neighbors tolerance is one budget δ for all levels, got {tolerance!r}")
         return NeighborhoodRelaxation.from_codebooks(models.level_tables(), models.vocab_size, k=neighbors,
                                                      delta=float(tolerance))
     raise ValueError(f"unknown acceptance {acceptance!r}; choose one of {', '.join(ACCEPTANCES)}")
+
+
+def per_level(models: SpeechModels, values, rule: str, symbol: str, elsewhere: float) -> torch.Tensor:
+    """[V]: one number per codec codebook level (or one for all), spread over each level's token ids;
+    ``elsewhere`` for the other ids (the rules see those exactly anyway, see :func:`make_acceptance`)."""
+    levels = models.layout.num_codebooks
+    values = [float(values)] * levels if isinstance(values, (int, float)) else [float(v) for v in values]
+    if len(values) != levels:
+        raise ValueError(f"{rule} tolerance needs one {symbol} per codebook level ({levels}), got {len(values)}")
+    table = torch.full((models.vocab_size,), float(elsewhere))
+    C, offset = models.meta["codebook_size"], models.layout.offset
+    for level, value in enumerate(values):
+        table[offset + level * C: offset + (level + 1) * C] = value
+    return table
 
 
 @dataclass
@@ -216,7 +225,7 @@ class SpeechSample:
 
 def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acceptance: str = "exact", *,
                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                   max_seconds: float = 6.0, tolerance: float | list[float] = 0.1, k: int = 3,
+                   max_seconds: float = 6.0, tolerance: float | list[float] = 0.1, k: int | list[int] = 3,
                    num_draft_tokens: int = 4, window: int = 16,
                    generator: torch.Generator | None = None) -> SpeechSample:
     """Codec frames for ``text`` through the core loop (plain decoding when drafter='plain').
