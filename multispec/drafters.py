@@ -86,11 +86,17 @@ class DraftModel(Drafter):
 
     ``model`` is a transformers causal LM or a :class:`~multispec.lm.Verifier` (e.g. a guided LM, so
     the draft logits get the same classifier-free guidance and token masks as the target's).
+    ``confidence_threshold`` (Hugging Face's ``assistant_confidence_threshold``): stop a draft after
+    a token the drafter gave q(x) below it, so no forwards go to drafts the target is likely to cut;
+    0 drafts the full γ. The stop depends on the draft alone, so exact rules stay exact.
     """
 
     def __init__(self, model, num_draft_tokens: int = 4, adaptive: bool = True,
-                 max_draft_tokens: int = 16):
+                 max_draft_tokens: int = 16, confidence_threshold: float = 0.0):
         super().__init__(num_draft_tokens, adaptive, max_draft_tokens)
+        if not 0.0 <= confidence_threshold < 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1), got {confidence_threshold}")
+        self.confidence_threshold = float(confidence_threshold)
         is_verifier = isinstance(model, Verifier) and not isinstance(model, torch.nn.Module)
         self.lm = model if is_verifier else CachedLM(model)
         self.vocab_size = self.lm.vocab_size
@@ -126,12 +132,15 @@ class DraftModel(Drafter):
             q = sampling.probs(logits[None])  # [1, V]
             drafted.append(sampling.pick(q, generator))  # [1]
             probs.append(q)
+            unsure = self.confidence_threshold > 0 and float(q[0, drafted[-1]]) < self.confidence_threshold
             while forced_token is not None and len(drafted) < gamma:
                 token = forced_token(tokens.shape[0] + len(drafted), int(drafted[-1]))
                 if token is None:
                     break
                 drafted.append(drafted[-1].new_tensor([token]))
                 probs.append(torch.zeros_like(q).index_fill_(1, drafted[-1], 1.0))
+            if unsure:
+                break
             if len(drafted) < gamma:
                 logits = self.lm.forward(torch.cat(drafted[fed:]), last_only=True)[-1]
                 fed = len(drafted)

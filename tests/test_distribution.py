@@ -20,7 +20,7 @@ from conftest import tiny_model
 V = 8
 PROMPT = torch.tensor([[1, 5, 2, 1, 5]])
 N = 1000
-ALPHA = 0.01 / 14
+ALPHA = 0.01 / 16  # Bonferroni over the 16 chi-square tests in this file
 
 
 def target_and_draft():
@@ -83,6 +83,19 @@ def test_speculative_sampling_preserves_distribution(seed, case):
     counts = sample_counts(target, drafter, sampling, seed=seed)
     for observed, exact in zip(counts, (exact2, exact3)):
         assert chi_square_pvalue(observed, exact) > ALPHA, f"{case}: distribution differs from the target's"
+
+
+def test_confidence_stopped_drafts_preserve_distribution():
+    """A draft cut short after an unsure token (q(x) < threshold) depends on the draft alone: exact."""
+    target, draft = target_and_draft()
+    sampling = Sampling(1.0)
+    exact2, exact3 = exact_marginals(target, sampling)
+    drafter = DraftModel(draft, num_draft_tokens=3, adaptive=False, confidence_threshold=0.3)
+    counts = sample_counts(target, drafter, sampling, seed=7)
+    for observed, exact in zip(counts, (exact2, exact3)):
+        assert chi_square_pvalue(observed, exact) > ALPHA
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        DraftModel(draft, confidence_threshold=1.0)
 
 
 def test_point_mass_drafts_preserve_distribution():

@@ -23,6 +23,8 @@ def drafters_for(arch):
         "draft-model": DraftModel(tiny_model(arch, layers=1, hidden=16, seed=7)),
         "draft-model-fixed": DraftModel(tiny_model(arch, layers=1, hidden=16, seed=7), num_draft_tokens=3,
                                         adaptive=False),
+        "draft-model-unsure-stop": DraftModel(tiny_model(arch, layers=1, hidden=16, seed=7), num_draft_tokens=6,
+                                              confidence_threshold=0.5),
         "prompt-lookup": PromptLookup(max_ngram=3),
         "layer-skip": LayerSkip(target, num_layers=1),
         "always-right": DraftModel(target, num_draft_tokens=5),

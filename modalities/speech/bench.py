@@ -29,6 +29,7 @@ class MethodSpec:
     acceptance: str = "exact"
     tolerance: float | tuple[float, ...] = 0.1  # β or δ; a tuple gives one β per codebook level
     k: int | tuple[int, ...] = 3  # top-k; a tuple gives one k per codebook level
+    confidence: float = 0.0  # the draft stops after a token the drafter gave q(x) below this
 
 
 DEFAULT_METHODS = (
@@ -42,6 +43,8 @@ DEFAULT_METHODS = (
     MethodSpec("draft+topk k=4/256", "draft", "topk", k=(4, 256)),
     MethodSpec("draft+additive β=0.1/1", "draft", "additive", tolerance=(0.1, 1.0)),
     MethodSpec("draft+neighbors δ=0.2", "draft", "neighbors", tolerance=0.2),
+    MethodSpec("draft stop@0.25", "draft", confidence=0.25),
+    MethodSpec("draft stop@0.25+topk k=4", "draft", "topk", k=4, confidence=0.25),
     MethodSpec("lookup", "lookup"),
     MethodSpec("lookup+topk k=4", "lookup", "topk", k=4),
 )
@@ -71,6 +74,7 @@ def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, 
             def one(spec=spec, text=text, j=j):
                 sample = generate_codes(models, text, spec.drafter, spec.acceptance, temperature=temperature,
                                         top_k=top_k, max_seconds=max_seconds, tolerance=spec.tolerance, k=spec.k,
+                                        confidence_threshold=spec.confidence,
                                         generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
                 return sample, sample.stats
             tallies[m].timed(one)

@@ -163,13 +163,14 @@ class SpeechModels:
 
 
 def make_drafter(models: SpeechModels, drafter: str, prompt: torch.Tensor, num_draft_tokens: int = 4,
-                 window: int = 16):
+                 window: int = 16, confidence_threshold: float = 0.0):
     if drafter == "plain":
         return None
     if drafter == "draft":
         if models.draft is None:
             raise ValueError("drafter 'draft' needs a draft model")
-        return DraftModel(models.guided(models.draft, prompt), num_draft_tokens=num_draft_tokens)
+        return DraftModel(models.guided(models.draft, prompt), num_draft_tokens=num_draft_tokens,
+                          confidence_threshold=confidence_threshold)
     if drafter == "sjd":
         codes = torch.arange(models.layout.offset, models.layout.vocab_end)
         return Jacobi(models.vocab_size, window=window, init_tokens=codes)
@@ -226,7 +227,7 @@ class SpeechSample:
 def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acceptance: str = "exact", *,
                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                    max_seconds: float = 6.0, tolerance: float | list[float] = 0.1, k: int | list[int] = 3,
-                   num_draft_tokens: int = 4, window: int = 16,
+                   num_draft_tokens: int = 4, window: int = 16, confidence_threshold: float = 0.0,
                    generator: torch.Generator | None = None) -> SpeechSample:
     """Codec frames for ``text`` through the core loop (plain decoding when drafter='plain').
     ``temperature`` None uses the model's ``default_temperature`` (0 = greedy unless its card says)."""
@@ -234,7 +235,7 @@ def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acce
     prompt = models.encode(text)
     n = prompt.shape[1]
     out = multispec.generate(models.guided(models.target, prompt), prompt,
-                             drafter=make_drafter(models, drafter, prompt, num_draft_tokens, window),
+                             drafter=make_drafter(models, drafter, prompt, num_draft_tokens, window, confidence_threshold),
                              acceptance=make_acceptance(models, acceptance, tolerance, k),
                              max_new_tokens=models.max_new_tokens(max_seconds), temperature=temperature,
                              top_k=top_k, top_p=top_p, eos_token_id=EOS, generator=generator)
