@@ -156,3 +156,13 @@ def test_bench_method_selection():
     assert [m.name for m in bench.select_methods("draft+topk k=4, draft")] == ["plain", "draft+topk k=4", "draft"]
     with pytest.raises(ValueError, match="unknown methods"):
         bench.select_methods("draft,fastest")
+
+
+def test_cli_reads_one_value_per_codebook_level(capsys):
+    from multispec.cli import build_parser
+    args = build_parser().parse_args(["speech", "hi", "--k", "4/256", "--tolerance", "0.1/1"])
+    assert args.k == [4, 256] and args.tolerance == [0.1, 1.0]
+    assert build_parser().parse_args(["speech", "hi", "--k", "4"]).k == 4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["speech", "hi", "--k", "4/x"])
+    assert "'4/x'" in capsys.readouterr().err

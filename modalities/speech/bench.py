@@ -37,16 +37,21 @@ DEFAULT_METHODS = (
     MethodSpec("draft", "draft"),
     MethodSpec("draft+topk k=2", "draft", "topk", k=2),
     MethodSpec("draft+topk k=4", "draft", "topk", k=4),
-    MethodSpec("draft+additive β=0.3", "draft", "additive", tolerance=0.3),
-    # per codebook level: the residual level (c1) takes the drafter's code, the coarse level top-k
-    MethodSpec("draft+topk k=2/256", "draft", "topk", k=(2, 256)),
+    MethodSpec("draft+topk k=8", "draft", "topk", k=8),
+    # one k per codebook level (coarse/residual); 256 = the whole residual codebook: the drafter's code
+    MethodSpec("draft+topk k=4/16", "draft", "topk", k=(4, 16)),
     MethodSpec("draft+topk k=4/256", "draft", "topk", k=(4, 256)),
-    MethodSpec("draft+additive β=0.1/1", "draft", "additive", tolerance=(0.1, 1.0)),
+    MethodSpec("draft+additive β=0.3", "draft", "additive", tolerance=0.3),
     MethodSpec("draft+neighbors δ=0.2", "draft", "neighbors", tolerance=0.2),
-    MethodSpec("draft stop@0.25", "draft", confidence=0.25),
-    MethodSpec("draft stop@0.25+topk k=4", "draft", "topk", k=4, confidence=0.25),
     MethodSpec("lookup", "lookup"),
     MethodSpec("lookup+topk k=4", "lookup", "topk", k=4),
+)
+# selectable with --methods: the draft stops after a token with q(x) < 0.25; more per-level settings
+EXTRA_METHODS = (
+    MethodSpec("draft stop@0.25", "draft", confidence=0.25),
+    MethodSpec("draft stop@0.25+topk k=4", "draft", "topk", k=4, confidence=0.25),
+    MethodSpec("draft+topk k=2/256", "draft", "topk", k=(2, 256)),
+    MethodSpec("draft+additive β=0.1/1", "draft", "additive", tolerance=(0.1, 1.0)),
 )
 WITH_JACOBI = DEFAULT_METHODS[:2] + (MethodSpec("sjd", "sjd"), MethodSpec("sjd+topk k=4", "sjd", "topk", k=4))
 QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[3])
@@ -54,7 +59,7 @@ QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[3])
 
 def select_methods(names: str) -> tuple[MethodSpec, ...]:
     """The default methods named in ``names`` (comma-separated), plain first (the baseline)."""
-    known = {spec.name: spec for spec in DEFAULT_METHODS + WITH_JACOBI}
+    known = {spec.name: spec for spec in DEFAULT_METHODS + EXTRA_METHODS + WITH_JACOBI}
     wanted = [name.strip() for name in names.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in known]
     if unknown:
