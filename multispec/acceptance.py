@@ -320,8 +320,10 @@ class GroupAcceptance(_NeighborRule):
         q_at_x = _draft_probs_at_tokens(draft_tokens, draft_probs)
         group_q = q_at_x if draft_probs is None else _mass_of(draft_probs[:gamma], group).sum(dim=-1)
         relaxed = q_at_x * (group_p / group_q.clamp_min(1e-30)).clamp(max=1.0)  # u·q < p̃ ⇔ u < min(1, P/Q)
-        # a group that adds no target mass (no neighbours within budget) is the exact test, bit for bit
-        return torch.where(group_p > _prob_of(p, draft_tokens), relaxed, _prob_of(p, draft_tokens))
+        # where the neighbours add no target mass (e.g. group_size 1), keep p(x) itself: q·(p/q) can
+        # round above p(x) and would report moved mass for the exact test
+        p_at_x = _prob_of(p, draft_tokens)
+        return torch.where(group_p > p_at_x, relaxed, p_at_x)
 
 
 class AdditiveTolerance(AcceptanceRule):

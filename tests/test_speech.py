@@ -87,8 +87,9 @@ def test_tolerance_per_level_and_speech_output():
         generate_codes(m, TEXTS[0], "draft", "topk", k=[2])
     loose_residual = make_acceptance(m, "topk", k=[1, C])  # level 0 greedy-exact, level 1 any code
     level0, level1 = m.layout.offset, m.layout.offset + C
+    ramp = torch.linspace(1, 2, C)
     p = torch.zeros(3, m.vocab_size)  # each position allows its own level's codes only (the slot mask)
-    p[:2, level1:level1 + C] = p[2, level0:level0 + C] = torch.linspace(1, 2, C) / torch.linspace(1, 2, C).sum()
+    p[:2, level1:level1 + C] = p[2, level0:level0 + C] = ramp / ramp.sum()
     x = torch.tensor([level1, level1 + 1, level0])  # each its level's least likely code: only level 1's pass
     assert loose_residual(x, None, p, greedy=True).num_accepted == 2
     assert make_acceptance(m, "topk", k=[1, 1])(x, None, p, greedy=True).num_accepted == 0

@@ -99,7 +99,6 @@ def _per_level(number):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number or numbers separated by '/', got {text!r}")
         return values[0] if len(values) == 1 else values
-    parse.__name__ = number.__name__
     return parse
 
 

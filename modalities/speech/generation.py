@@ -235,7 +235,8 @@ def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acce
     prompt = models.encode(text)
     n = prompt.shape[1]
     out = multispec.generate(models.guided(models.target, prompt), prompt,
-                             drafter=make_drafter(models, drafter, prompt, num_draft_tokens, window, confidence_threshold),
+                             drafter=make_drafter(models, drafter, prompt, num_draft_tokens, window,
+                                                  confidence_threshold),
                              acceptance=make_acceptance(models, acceptance, tolerance, k),
                              max_new_tokens=models.max_new_tokens(max_seconds), temperature=temperature,
                              top_k=top_k, top_p=top_p, eos_token_id=EOS, generator=generator)
