@@ -32,13 +32,18 @@ def grow(model: torch.nn.Module, layers: int) -> torch.nn.Module:
             torch.nn.init.zeros_(twin.self_attn.o_proj.weight)
             torch.nn.init.zeros_(twin.mlp.down_proj.weight)
             blocks.append(twin)
+    return set_layers(grown, blocks)
+
+
+def set_layers(model: torch.nn.Module, blocks: list[torch.nn.Module]) -> torch.nn.Module:
+    """Give ``model`` these decoder layers (renumbered for the cache) and a config that agrees."""
     for i, block in enumerate(blocks):
         block.self_attn.layer_idx = i  # the cache slot each layer writes
-    grown.model.layers = torch.nn.ModuleList(blocks)
-    grown.config.num_hidden_layers = layers
-    if getattr(grown.config, "layer_types", None) is not None:
-        grown.config.layer_types = [grown.config.layer_types[0]] * layers
-    return grown
+    model.model.layers = torch.nn.ModuleList(blocks)
+    model.config.num_hidden_layers = len(blocks)
+    if getattr(model.config, "layer_types", None) is not None:
+        model.config.layer_types = [model.config.layer_types[0]] * len(blocks)
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:

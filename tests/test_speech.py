@@ -159,6 +159,21 @@ def test_bench_method_selection():
         bench.select_methods("draft,fastest")
 
 
+def test_bench_draft_length_reaches_the_drafter(monkeypatch):
+    from modalities.speech import bench, generation
+    seen = []
+    make_drafter = generation.make_drafter
+
+    def spy(models, drafter, prompt, num_draft_tokens=4, *args):
+        seen.append(num_draft_tokens)
+        return make_drafter(models, drafter, prompt, num_draft_tokens, *args)
+    monkeypatch.setattr(generation, "make_drafter", spy)
+    methods = bench.select_methods("draft, draft+topk k=4/16 γ=8")
+    (plain, exact, tolerant) = bench.run(models(), ["hello there."], methods, max_seconds=0.2, progress=False)
+    assert sorted(seen) == [4, 4, 8]  # plain, draft (γ 4 by default), γ=8
+    assert max(tolerant.outputs[0].stats.accepted_per_step) <= 8
+
+
 def test_cli_reads_one_value_per_codebook_level(capsys):
     from multispec.cli import build_parser
     args = build_parser().parse_args(["speech", "hi", "--k", "4/256", "--tolerance", "0.1/1"])

@@ -30,6 +30,7 @@ class MethodSpec:
     tolerance: float | tuple[float, ...] = 0.1  # β or δ; a tuple gives one β per codebook level
     k: int | tuple[int, ...] = 3  # top-k; a tuple gives one k per codebook level
     confidence: float = 0.0  # the draft stops after a token the drafter gave q(x) below this
+    num_draft_tokens: int = 4  # γ, tokens drafted per step
 
 
 DEFAULT_METHODS = (
@@ -52,6 +53,12 @@ EXTRA_METHODS = (
     MethodSpec("draft stop@0.25+topk k=4", "draft", "topk", k=4, confidence=0.25),
     MethodSpec("draft+topk k=2/256", "draft", "topk", k=(2, 256)),
     MethodSpec("draft+additive β=0.1/1", "draft", "additive", tolerance=(0.1, 1.0)),
+    MethodSpec("draft+topk k=2/16", "draft", "topk", k=(2, 16)),
+    MethodSpec("draft+topk k=1/16", "draft", "topk", k=(1, 16)),
+    MethodSpec("draft γ=6", "draft", num_draft_tokens=6),
+    MethodSpec("draft+topk k=4/16 γ=6", "draft", "topk", k=(4, 16), num_draft_tokens=6),
+    MethodSpec("draft+topk k=2/16 γ=6", "draft", "topk", k=(2, 16), num_draft_tokens=6),
+    MethodSpec("draft+topk k=4/16 γ=8", "draft", "topk", k=(4, 16), num_draft_tokens=8),
 )
 WITH_JACOBI = DEFAULT_METHODS[:2] + (MethodSpec("sjd", "sjd"), MethodSpec("sjd+topk k=4", "sjd", "topk", k=4))
 QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[3])
@@ -80,6 +87,7 @@ def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, 
                 sample = generate_codes(models, text, spec.drafter, spec.acceptance, temperature=temperature,
                                         top_k=top_k, max_seconds=max_seconds, tolerance=spec.tolerance, k=spec.k,
                                         confidence_threshold=spec.confidence,
+                                        num_draft_tokens=spec.num_draft_tokens,
                                         generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
                 return sample, sample.stats
             tallies[m].timed(one)

@@ -1,0 +1,66 @@
+"""Start a drafter from some of the target's own decoder layers, its embeddings, final norm and head.
+
+    python -m models.layer_subset SRC_DIR OUT.safetensors --keep 0,11 [--data runs/speech2/ar]
+
+A shallow copy of a trained Llama-family model keeping only the listed layers (in order) is a
+drafter of the target's width that already shares its token geometry; distillation then fits the
+missing depth (``models.train speech --which draft --draft-shape H,L,heads,I --draft-init-from
+OUT``). Self-speculative drafters (Draft & Verify, Zhang et al. 2024; LayerSkip, Elhoushi et al.
+2024) skip layers at draft time; here the kept layers become a separate, trainable model. With
+``--data`` every candidate subset's held-out loss is printed, untrained, to choose ``--keep``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_model
+
+from models.grow_layers import set_layers
+
+
+def keep_layers(model: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
+    """A deep copy of ``model`` (``model.model.layers``) with only the layers ``keep``, in order."""
+    depth = len(model.model.layers)
+    if not keep or len(set(keep)) != len(keep) or any(not 0 <= i < depth for i in keep):
+        raise ValueError(f"--keep needs distinct layer indices in [0, {depth}), got {keep}")
+    subset = copy.deepcopy(model)
+    return set_layers(subset, [subset.model.layers[i] for i in keep])
+
+
+def heldout_loss(model: torch.nn.Module, data_dir: Path) -> float:
+    """Held-out loss per scored token on a ``models.*_tokens`` data set (as training measures it)."""
+    from models.seq_train import SequenceData
+    from models.text_presets import TrainSpec
+    from models.train import evaluate
+
+    meta = json.loads((data_dir / "meta.json").read_text())
+    spec = TrainSpec(max_steps=1, batch_size=8, seq_len=meta["seq_len"], lr=0.0, minutes=1, eval_tokens=65536)
+    data = SequenceData(data_dir, spec, meta)
+    return evaluate(model, data.heldout, spec.batch_size, torch.device("cpu"), False, data.heldout_mask)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from models.zoo import load_token_lm
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("source", type=Path, help="a model folder (safetensors + multispec.json)")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--keep", required=True, help="comma-separated layer indices, e.g. 0,11")
+    ap.add_argument("--data", type=Path, help="print held-out losses of the source and the subset")
+    args = ap.parse_args(argv)
+    model, _ = load_token_lm(args.source, torch.float32)
+    subset = keep_layers(model, [int(i) for i in args.keep.split(",")])
+    if args.data is not None:
+        print(f"held-out loss: source {heldout_loss(model, args.data):.4f}, "
+              f"layers {args.keep} {heldout_loss(subset, args.data):.4f}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(subset, str(args.out))
+    print(f"{args.source} ({len(model.model.layers)} layers) -> {args.out} (layers {args.keep})")
+
+
+if __name__ == "__main__":
+    main()
