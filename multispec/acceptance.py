@@ -168,19 +168,24 @@ class TopKTolerance(AcceptanceRule):
 
     ``k`` is one number or a per-token tensor [V] (e.g. k per codec codebook level, expanded over each
     level's token ids, as :class:`AdditiveTolerance`'s β); a token x is tolerated when fewer than
-    k(x) tokens are more likely than it. Tokens that are not tolerated still get the exact test.
+    k(x) tokens are more likely than it. ``min_ratio`` ρ adds a floor: x is tolerated only if also
+    p(x) ≥ ρ·max p, so where the target is sure of one token its runners-up still face the exact
+    test. Tokens that are not tolerated still get the exact test.
     """
 
     lossless = False
 
-    def __init__(self, k: int | torch.Tensor = 3):
+    def __init__(self, k: int | torch.Tensor = 3, min_ratio: float = 0.0):
         k = torch.as_tensor(k)
         if k.ndim > 1 or k.is_floating_point() or k.numel() == 0 or bool((k < 1).any()):
             raise ValueError(f"TopKTolerance: k must be an integer >= 1 or a [V] tensor of them, got {k.tolist()}")
-        self.k = k.long()
+        if not 0.0 <= min_ratio <= 1.0:
+            raise ValueError(f"TopKTolerance: min_ratio must lie in [0, 1], got {min_ratio}")
+        self.k, self.min_ratio = k.long(), float(min_ratio)
 
     def __repr__(self) -> str:
-        return f"TopKTolerance(k={self.k.tolist()})" if self.k.ndim else f"TopKTolerance(k={int(self.k)})"
+        k = self.k.tolist() if self.k.ndim else int(self.k)
+        return f"TopKTolerance(k={k}" + (f", min_ratio={self.min_ratio})" if self.min_ratio else ")")
 
     def relax(self, draft_tokens, draft_probs, target_probs, greedy):
         p = target_probs[: draft_tokens.shape[0]]
@@ -189,8 +194,10 @@ class TopKTolerance(AcceptanceRule):
             if k.shape[0] != p.shape[-1]:
                 raise ValueError(f"TopKTolerance: k has {k.shape[0]} entries but the target has {p.shape[-1]} tokens")
             k = k[draft_tokens]
-        above = (p > _prob_of(p, draft_tokens)[:, None]).sum(dim=-1)  # [γ] tokens more likely than x
-        return _tolerated_boost(above < k, draft_tokens, draft_probs, target_probs, greedy)
+        p_at_x = _prob_of(p, draft_tokens)
+        above = (p > p_at_x[:, None]).sum(dim=-1)  # [γ] tokens more likely than x
+        tolerated = (above < k) & (p_at_x >= self.min_ratio * p.amax(dim=-1))
+        return _tolerated_boost(tolerated, draft_tokens, draft_probs, target_probs, greedy)
 
 
 def nearest_neighbors(embeddings: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:

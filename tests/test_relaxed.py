@@ -88,6 +88,20 @@ def test_topk_tolerance_per_token_k():
             TopKTolerance(bad)
 
 
+def test_topk_ratio_floor_tolerates_only_tokens_near_the_best():
+    """min_ratio ρ: under greedy a draft passes iff it is in the top k and p(x) >= ρ·max p;
+    ρ = 0 is plain top-k, ρ = 1 is exact greedy."""
+    for seed in range(50):
+        x, q, p = random_case(seed)
+        px, best = p[:x.shape[0]].gather(1, x[:, None])[:, 0], p[:x.shape[0]].amax(-1)
+        ok = ((p[:x.shape[0]] > px[:, None]).sum(-1) < 4) & (px >= 0.5 * best)
+        assert TopKTolerance(4, min_ratio=0.5)(x, q, p, greedy=True).num_accepted == int(ok.long().cumprod(0).sum())
+        assert TopKTolerance(4, min_ratio=0.0)(x, q, p, greedy=True) == TopKTolerance(4)(x, q, p, greedy=True)
+        assert TopKTolerance(4, min_ratio=1.0)(x, q, p, greedy=True) == Greedy()(x, q, p, greedy=True)
+    with pytest.raises(ValueError, match="min_ratio"):
+        TopKTolerance(4, min_ratio=1.5)
+
+
 @pytest.mark.parametrize("rule", [TopKTolerance(3), TypicalAcceptance(0.3, 0.09)])
 def test_tolerant_rules_accept_a_superset_and_report_mass(rule):
     for seed in range(100):

@@ -67,13 +67,15 @@ def test_every_audio_token_sits_in_its_slot(layout):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_zero_tolerance_is_exact(temperature):
     m = models()
-    for acceptance, tolerance, k in (("additive", 0.0, 3), ("neighbors", 0.0, 3), ("topk", 0.1, 1)):
+    cases = (("additive", 0.0, 3, 0.0), ("neighbors", 0.0, 3, 0.0), ("topk", 0.1, 1, 0.0), ("topk", 0.1, 8, 1.0))
+    for acceptance, tolerance, k, min_ratio in cases:
         if acceptance == "topk" and temperature:
-            continue  # top-1 tolerance is the greedy rule only
+            continue  # top-1 tolerance (or the floor ρ = 1) is the greedy rule only
         exact = generate_codes(m, TEXTS[0], "draft", "exact", max_seconds=0.3, temperature=temperature,
                                generator=torch.Generator().manual_seed(2))
         tolerant = generate_codes(m, TEXTS[0], "draft", acceptance, tolerance=tolerance, k=k, max_seconds=0.3,
-                                  temperature=temperature, generator=torch.Generator().manual_seed(2))
+                                  min_ratio=min_ratio, temperature=temperature,
+                                  generator=torch.Generator().manual_seed(2))
         assert torch.equal(exact.tokens, tolerant.tokens), acceptance
 
 
@@ -182,3 +184,17 @@ def test_cli_reads_one_value_per_codebook_level(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["speech", "hi", "--k", "4/x"])
     assert "'4/x'" in capsys.readouterr().err
+
+
+def test_cli_draft_flag_alone_replaces_the_bundled_drafter(monkeypatch, tmp_path):
+    """--draft without --target keeps the bundled target and codec and loads the given drafter."""
+    from models import zoo
+    from modalities.speech.cli import load_models
+    from multispec.cli import build_parser
+    seen = []
+    monkeypatch.setattr(SpeechModels, "from_folders", classmethod(lambda cls, *folders: seen.append(folders)))
+    load_models(build_parser().parse_args(["bench", "speech", "--draft", str(tmp_path)]))
+    bundled = (zoo.path("speech-target"), zoo.path("speech-codec"))
+    assert [tuple(map(str, f)) for f in seen] == [tuple(map(str, bundled + (tmp_path,)))]
+    with pytest.raises(ValueError, match="--codec"):
+        load_models(build_parser().parse_args(["bench", "speech", "--target", str(tmp_path)]))

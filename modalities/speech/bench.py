@@ -31,6 +31,7 @@ class MethodSpec:
     k: int | tuple[int, ...] = 3  # top-k; a tuple gives one k per codebook level
     confidence: float = 0.0  # the draft stops after a token the drafter gave q(x) below this
     num_draft_tokens: int = 4  # γ, tokens drafted per step
+    min_ratio: float = 0.0  # top-k only: a tolerated token also needs p(x) >= min_ratio · max p
 
 
 DEFAULT_METHODS = (
@@ -53,6 +54,11 @@ EXTRA_METHODS = (
     MethodSpec("draft stop@0.25+topk k=4", "draft", "topk", k=4, confidence=0.25),
     MethodSpec("draft+topk k=2/256", "draft", "topk", k=(2, 256)),
     MethodSpec("draft+additive β=0.1/1", "draft", "additive", tolerance=(0.1, 1.0)),
+    MethodSpec("draft+topk k=3/16", "draft", "topk", k=(3, 16)),
+    MethodSpec("draft+topk k=4/16 ρ=0.1", "draft", "topk", k=(4, 16), min_ratio=0.1),
+    MethodSpec("draft+topk k=4/16 ρ=0.25", "draft", "topk", k=(4, 16), min_ratio=0.25),
+    MethodSpec("draft+topk k=8/16 ρ=0.25", "draft", "topk", k=(8, 16), min_ratio=0.25),
+    MethodSpec("draft+topk k=4/8", "draft", "topk", k=(4, 8)),
     MethodSpec("draft+topk k=2/16", "draft", "topk", k=(2, 16)),
     MethodSpec("draft+topk k=1/16", "draft", "topk", k=(1, 16)),
     MethodSpec("draft γ=6", "draft", num_draft_tokens=6),
@@ -87,7 +93,7 @@ def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, 
                 sample = generate_codes(models, text, spec.drafter, spec.acceptance, temperature=temperature,
                                         top_k=top_k, max_seconds=max_seconds, tolerance=spec.tolerance, k=spec.k,
                                         confidence_threshold=spec.confidence,
-                                        num_draft_tokens=spec.num_draft_tokens,
+                                        num_draft_tokens=spec.num_draft_tokens, min_ratio=spec.min_ratio,
                                         generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
                 return sample, sample.stats
             tallies[m].timed(one)

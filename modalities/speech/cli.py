@@ -14,14 +14,20 @@ from .generation import ACCEPTANCES, DRAFTERS, SpeechModels, generate_codes
 
 
 def load_models(args) -> SpeechModels:
-    if args.target is None:
-        try:
-            return SpeechModels.from_zoo()
-        except (KeyError, FileNotFoundError) as error:
-            raise ValueError("no bundled speech models are installed: pass --target, --codec (and --draft)") from error
-    if args.codec is None:
-        raise ValueError("--target needs --codec (the codec folder)")
-    return SpeechModels.from_folders(args.target, args.codec, args.draft)
+    """The models the flags name. Without --target the bundled target is used, and --draft or
+    --codec replace the bundled drafter or codec; with --target, --codec is needed and --draft optional."""
+    if args.target is not None:
+        if args.codec is None:
+            raise ValueError("--target needs --codec (the codec folder)")
+        return SpeechModels.from_folders(args.target, args.codec, args.draft)
+    from models import zoo
+    try:
+        if args.codec is None and args.draft is None:
+            return SpeechModels.from_zoo()  # checksums verified
+        return SpeechModels.from_folders(zoo.path("speech-target"), args.codec or zoo.path("speech-codec"),
+                                         args.draft or zoo.path("speech-draft"))
+    except (KeyError, FileNotFoundError) as error:
+        raise ValueError("no bundled speech models are installed: pass --target, --codec (and --draft)") from error
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +48,7 @@ def run_speech(args) -> int:
         torch.set_num_threads(args.threads)
     models = load_models(args)
     kwargs = dict(temperature=args.temperature, top_k=args.top_k, max_seconds=args.max_seconds,
-                  tolerance=args.tolerance, k=args.k)
+                  tolerance=args.tolerance, k=args.k, min_ratio=args.min_ratio)
     sample = generate_codes(models, args.text, args.method, args.acceptance,
                             generator=torch.Generator().manual_seed(args.seed), **kwargs)
     wave = models.codec.decode(sample.frames) if sample.frames.shape[0] else torch.zeros(0)
@@ -111,6 +117,8 @@ def register(subparsers) -> None:
                         help="β (additive; one per codebook level as 0.1/1) or δ (neighbors)")
     parser.add_argument("--k", type=_per_level(int), default=4,
                         help="top-k tolerance k, or one per codebook level (4/256: any residual code)")
+    parser.add_argument("--min-ratio", type=float, default=0.0,
+                        help="top-k: tolerate a token only if also p(x) >= this · max p (0 = plain top-k)")
     parser.add_argument("--max-seconds", type=float, default=6.0)
     parser.add_argument("-o", "--output", default="runs/speech/sample.wav")
     parser.add_argument("--compare-plain", action=argparse.BooleanOptionalAction, default=True)

@@ -180,19 +180,19 @@ def make_drafter(models: SpeechModels, drafter: str, prompt: torch.Tensor, num_d
 
 
 def make_acceptance(models: SpeechModels, acceptance: str, tolerance: float | list[float] = 0.1,
-                    k: int | list[int] = 3, neighbors: int = 64):
+                    k: int | list[int] = 3, neighbors: int = 64, min_ratio: float = 0.0):
     """None for ``exact``; ``topk`` uses k and ``additive`` β (each one number, or one per codebook
-    level, e.g. a loose k on the residual level only);
+    level, e.g. a loose k on the residual level only), top-k with the floor p(x) ≥ min_ratio·max p;
     ``neighbors`` LANTERN with δ = tolerance over each codec codebook. Where eos is drafted or is
     the target's most likely token, every tolerant rule decides exactly."""
     if acceptance == "exact":
         return None
-    return ExactOn(_tolerant_rule(models, acceptance, tolerance, k, neighbors), models.exact_ids)
+    return ExactOn(_tolerant_rule(models, acceptance, tolerance, k, neighbors, min_ratio), models.exact_ids)
 
 
-def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k, neighbors: int):
+def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k, neighbors: int, min_ratio: float):
     if acceptance == "topk":
-        return TopKTolerance(k if isinstance(k, int) else per_level(models, k, "top-k", "k", 1).long())
+        return TopKTolerance(k if isinstance(k, int) else per_level(models, k, "top-k", "k", 1).long(), min_ratio)
     if acceptance == "additive":
         return AdditiveTolerance(per_level(models, tolerance, "additive", "β", 0.0))
     if acceptance == "neighbors":
@@ -228,6 +228,7 @@ def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acce
                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                    max_seconds: float = 6.0, tolerance: float | list[float] = 0.1, k: int | list[int] = 3,
                    num_draft_tokens: int = 4, window: int = 16, confidence_threshold: float = 0.0,
+                   min_ratio: float = 0.0,
                    generator: torch.Generator | None = None) -> SpeechSample:
     """Codec frames for ``text`` through the core loop (plain decoding when drafter='plain').
     ``temperature`` None uses the model's ``default_temperature`` (0 = greedy unless its card says)."""
@@ -237,7 +238,7 @@ def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acce
     out = multispec.generate(models.guided(models.target, prompt), prompt,
                              drafter=make_drafter(models, drafter, prompt, num_draft_tokens, window,
                                                   confidence_threshold),
-                             acceptance=make_acceptance(models, acceptance, tolerance, k),
+                             acceptance=make_acceptance(models, acceptance, tolerance, k, min_ratio=min_ratio),
                              max_new_tokens=models.max_new_tokens(max_seconds), temperature=temperature,
                              top_k=top_k, top_p=top_p, eos_token_id=EOS, generator=generator)
     tokens = out.sequences[0, n:]
