@@ -73,14 +73,14 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
             _spec(max_steps=3000, batch_size=8, seq_len=0, lr=2e-3, minutes=12, distill=0.8),
             "2 CPU cores, fp32: about 82 minutes for both models (aligned phone layout, 10k sentences)."),
         # the bundled pair: the cpu preset's 4-layer target grown to 12 layers (models.grow_layers,
-        # the new blocks start as identities) and trained on; the cpu preset's 1-layer drafter grown
-        # to 2 layers the same way and distilled from the 12-layer target
+        # the new blocks start as identities) and trained on; the drafter starts as layers 0 and 6
+        # of that target (models.layer_subset: its width, embeddings and head) and is distilled from it
         "cpu-deep": _preset(
             "cpu-deep", ModelShape(hidden=256, layers=12, heads=4, kv_heads=4, intermediate=704, max_positions=1024),
-            ModelShape(hidden=128, layers=2, heads=2, kv_heads=2, intermediate=384, max_positions=1024),
+            ModelShape(hidden=256, layers=2, heads=4, kv_heads=4, intermediate=704, max_positions=1024),
             _spec(max_steps=4000, batch_size=8, seq_len=0, lr=1e-3, minutes=45, warmup_steps=50),
-            _spec(max_steps=3000, batch_size=8, seq_len=0, lr=1e-3, minutes=40, warmup_steps=50, distill=0.8),
-            "2 CPU cores, fp32: about 85 minutes for both, warm-started (--init-from, --draft-init-from)."),
+            _spec(max_steps=3000, batch_size=8, seq_len=0, lr=1e-3, minutes=60, warmup_steps=50, distill=0.8),
+            "2 CPU cores, fp32: about 105 minutes for both, warm-started (--init-from, --draft-init-from)."),
         "gpu": _preset(
             # eight layers: the CPU drafter (128x1) then costs about a tenth of a target step
             "gpu", ModelShape(hidden=384, layers=8, heads=6, kv_heads=6, intermediate=1024, max_positions=1024),
