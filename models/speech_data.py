@@ -4,8 +4,9 @@ Text: short modern-English sentences (3-10 words, letters and basic punctuation 
 fortunes and the Python 3.11 documentation sources (the loaders of ``models.text_corpus``),
 normalised and deduplicated; a sentence goes to the held-out split when a salted hash of its
 text falls below ``heldout_fraction``. Audio: each sentence synthesised with flite's ``slt`` voice
-(one speaker, 16 kHz mono, 2 processes). Real speech for evaluation: the Asterisk English prompts
-(one professional speaker, 8 kHz resampled to 16 kHz with torchaudio).
+(one speaker, 16 kHz mono, 2 processes); ``--voices slt,awb,rms,kal16`` gives sentence i of each
+split the voice i mod 4 instead. Real speech for evaluation: the Asterisk English prompts (one
+professional speaker, 8 kHz resampled to 16 kHz with torchaudio).
 
 Per split ``{split}.npy`` holds all clips as one int16 array and ``{split}.jsonl`` one line per
 clip: ``{"id", "text", "source", "start", "length"}`` (samples into the array). The manifest
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16000
+FLITE_VOICES = ("slt", "awb", "rms", "kal16")  # Debian flite's 16 kHz voices (kal is 8 kHz)
 SPLITS = ("train", "heldout", "real")
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ASTERISK_TXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -46,7 +48,7 @@ class SpeechDataConfig:
     max_heldout: int = 256
     heldout_fraction: float = 0.03
     salt: str = "multispec-speech-v1"
-    voice: str = "slt"
+    voices: tuple[str, ...] = ("slt",)  # flite 16 kHz voices, taken in turn sentence by sentence
     min_words: int = 3
     max_words: int = 10
     processes: int = 2
@@ -146,6 +148,8 @@ def _synth(job: tuple[str, str]) -> tuple[np.ndarray, list[tuple[str, float]]]:
     """int16 [n] samples of flite's rendering of one sentence, and its phones with end times."""
     import soundfile as sf
     voice, text = job
+    if voice not in FLITE_VOICES:
+        raise ValueError(f"flite voice {voice!r} is not a 16 kHz voice; choose from {', '.join(FLITE_VOICES)}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "out.wav"
         run = subprocess.run(["flite", "-voice", voice, "-psdur", "-t", text, "-o", str(path)], check=True,
@@ -161,7 +165,8 @@ def synthesize(texts: list[str], cfg: SpeechDataConfig) -> list[tuple[np.ndarray
         raise FileNotFoundError("flite not found: apt-get install -y flite")
     out, t0 = [], time.perf_counter()
     with Pool(cfg.processes) as pool:
-        for result in pool.imap(_synth, [(cfg.voice, t) for t in texts], chunksize=16):
+        jobs = [(cfg.voices[i % len(cfg.voices)], t) for i, t in enumerate(texts)]
+        for result in pool.imap(_synth, jobs, chunksize=16):
             out.append(result)
             if len(out) % 1000 == 0:
                 print(f"synthesised {len(out)}/{len(texts)} in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -253,7 +258,8 @@ def build(cfg: SpeechDataConfig) -> dict:
             **{name: {"packages": list(tc.SOURCES[name].packages), "licence": tc.SOURCES[name].licence,
                       "training_only": True, "sentences": sum(src == name for src, _ in splits["train"])}
                for name in cfg.train_only_sources},
-            "flite_slt": {"packages": ["flite"], "licence": "BSD-style (CMU flite, cmu_us_slt voice)"},
+            **{f"flite_{v}": {"packages": ["flite"], "licence": f"BSD-style (CMU flite, {v} voice)"}
+               for v in cfg.voices},
             "asterisk": {"packages": ["asterisk-core-sounds-en-wav", "asterisk-core-sounds-en"],
                          "licence": "CC-BY-SA-3.0 (Allison Smith / Digium)", "clips": stats["real"]["clips"]},
         },
@@ -273,9 +279,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--manifest", type=Path, default=SpeechDataConfig.manifest)
     ap.add_argument("--num-sentences", type=int, default=SpeechDataConfig.num_sentences)
     ap.add_argument("--processes", type=int, default=SpeechDataConfig.processes)
+    ap.add_argument("--voices", default=",".join(SpeechDataConfig.voices),
+                    help=f"comma-separated flite voices, taken in turn ({', '.join(FLITE_VOICES)}; default slt, "
+                         "the bundled models' one speaker)")
     args = ap.parse_args(argv)
+    voices = tuple(v.strip() for v in args.voices.split(",") if v.strip())
+    unknown = [v for v in voices if v not in FLITE_VOICES]
+    if not voices or unknown:
+        ap.error(f"--voices: unknown {unknown or 'empty'}; choose from {', '.join(FLITE_VOICES)}")
     m = build(SpeechDataConfig(out_dir=args.out, manifest=args.manifest, num_sentences=args.num_sentences,
-                               processes=args.processes))
+                               processes=args.processes, voices=voices))
     print(json.dumps({"candidates": m["candidate_sentences"], "splits": m["splits"],
                       "synthesis_seconds": m["synthesis_seconds"]}, indent=2))
 

@@ -7,6 +7,7 @@ import functools
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -262,3 +263,19 @@ def test_transcribe_flite(tmp_path):
     wave, sr = sf.read(path, dtype="float32")
     assert sr == SR and word_error_rate("the quick brown fox jumps over the lazy dog",
                                         transcribe(torch.from_numpy(wave))) <= 0.2
+
+
+def test_speech_data_voices():
+    """models.speech_data: voices are taken in turn; an unknown or 8 kHz voice is refused by name."""
+    from models import speech_data
+
+    with pytest.raises(ValueError, match="'kal' is not a 16 kHz voice"):
+        speech_data._synth(("kal", "Hello there."))
+    with pytest.raises(SystemExit):
+        speech_data.main(["--voices", "slt,nobody"])
+    if shutil.which("flite") is None:
+        pytest.skip("needs flite (apt-get install -y flite)")
+    cfg = speech_data.SpeechDataConfig(voices=("slt", "awb"), processes=1)
+    (slt, phones), (awb, _) = speech_data.synthesize(["Good morning.", "Good morning."], cfg)
+    assert slt.dtype == np.int16 and awb.dtype == np.int16 and phones
+    assert slt.shape != awb.shape or not np.array_equal(slt, awb)  # two speakers, not one
