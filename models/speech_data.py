@@ -55,6 +55,13 @@ class SpeechDataConfig:
     # more prose for training only; the held-out sentences stay fortunes and Python docs (modern)
     train_only_sources: tuple[str, ...] = ("jargon", "devil", "kjv")
 
+    def __post_init__(self):
+        if not self.voices:
+            raise ValueError(f"no flite voice given; choose from {', '.join(FLITE_VOICES)}")
+        for voice in self.voices:
+            if voice not in FLITE_VOICES:
+                raise ValueError(f"flite voice {voice!r} is not a 16 kHz voice; choose from {', '.join(FLITE_VOICES)}")
+
 
 # ---- text -------------------------------------------------------------------------------------
 
@@ -148,8 +155,6 @@ def _synth(job: tuple[str, str]) -> tuple[np.ndarray, list[tuple[str, float]]]:
     """int16 [n] samples of flite's rendering of one sentence, and its phones with end times."""
     import soundfile as sf
     voice, text = job
-    if voice not in FLITE_VOICES:
-        raise ValueError(f"flite voice {voice!r} is not a 16 kHz voice; choose from {', '.join(FLITE_VOICES)}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "out.wav"
         run = subprocess.run(["flite", "-voice", voice, "-psdur", "-t", text, "-o", str(path)], check=True,
@@ -283,12 +288,13 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"comma-separated flite voices, taken in turn ({', '.join(FLITE_VOICES)}; default slt, "
                          "the bundled models' one speaker)")
     args = ap.parse_args(argv)
-    voices = tuple(v.strip() for v in args.voices.split(",") if v.strip())
-    unknown = [v for v in voices if v not in FLITE_VOICES]
-    if not voices or unknown:
-        ap.error(f"--voices: unknown {unknown or 'empty'}; choose from {', '.join(FLITE_VOICES)}")
-    m = build(SpeechDataConfig(out_dir=args.out, manifest=args.manifest, num_sentences=args.num_sentences,
-                               processes=args.processes, voices=voices))
+    try:
+        cfg = SpeechDataConfig(out_dir=args.out, manifest=args.manifest, num_sentences=args.num_sentences,
+                               processes=args.processes,
+                               voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()))
+    except ValueError as error:
+        ap.error(f"--voices: {error}")
+    m = build(cfg)
     print(json.dumps({"candidates": m["candidate_sentences"], "splits": m["splits"],
                       "synthesis_seconds": m["synthesis_seconds"]}, indent=2))
 

@@ -270,7 +270,7 @@ def test_speech_data_voices():
     from models import speech_data
 
     with pytest.raises(ValueError, match="'kal' is not a 16 kHz voice"):
-        speech_data._synth(("kal", "Hello there."))
+        speech_data.SpeechDataConfig(voices=("slt", "kal"))
     with pytest.raises(SystemExit):
         speech_data.main(["--voices", "slt,nobody"])
     if shutil.which("flite") is None:
