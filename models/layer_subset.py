@@ -7,7 +7,8 @@ drafter of the target's width that already shares its token geometry; distillati
 missing depth (``models.train speech --which draft --draft-shape H,L,heads,I --draft-init-from
 OUT``). Self-speculative drafters (Draft & Verify, Zhang et al. 2024; LayerSkip, Elhoushi et al.
 2024) skip layers at draft time; here the kept layers become a separate, trainable model. With
-``--data`` every candidate subset's held-out loss is printed, untrained, to choose ``--keep``.
+``--data`` the held-out losses of the source and of the untrained subset are printed, to compare
+candidate ``--keep`` lists before training one.
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ def keep_layers(model: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
     return set_layers(subset, [subset.model.layers[i] for i in keep])
 
 
-def heldout_loss(model: torch.nn.Module, data_dir: Path) -> float:
-    """Held-out loss per scored token on a ``models.*_tokens`` data set (as training measures it)."""
+def heldout_losses(models: list[torch.nn.Module], data_dir: Path) -> list[float]:
+    """Each model's held-out loss per scored token on a ``models.*_tokens`` data set, read once
+    (as training measures it)."""
     from models.seq_train import SequenceData
     from models.text_presets import TrainSpec
     from models.train import evaluate
@@ -40,7 +42,8 @@ def heldout_loss(model: torch.nn.Module, data_dir: Path) -> float:
     meta = json.loads((data_dir / "meta.json").read_text())
     spec = TrainSpec(max_steps=1, batch_size=8, seq_len=meta["seq_len"], lr=0.0, minutes=1, eval_tokens=65536)
     data = SequenceData(data_dir, spec, meta)
-    return evaluate(model, data.heldout, spec.batch_size, torch.device("cpu"), False, data.heldout_mask)
+    return [evaluate(model, data.heldout, spec.batch_size, torch.device("cpu"), False, data.heldout_mask)
+            for model in models]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     model, _ = load_token_lm(args.source, torch.float32)
     subset = keep_layers(model, [int(i) for i in args.keep.split(",")])
     if args.data is not None:
-        print(f"held-out loss: source {heldout_loss(model, args.data):.4f}, "
-              f"layers {args.keep} {heldout_loss(subset, args.data):.4f}", flush=True)
+        source_loss, subset_loss = heldout_losses([model, subset], args.data)
+        print(f"held-out loss: source {source_loss:.4f}, layers {args.keep} {subset_loss:.4f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_model(subset, str(args.out))
     print(f"{args.source} ({len(model.model.layers)} layers) -> {args.out} (layers {args.keep})")
