@@ -21,11 +21,16 @@ def load_models(args) -> SpeechModels:
             raise ValueError("--target needs --codec (the codec folder)")
         return SpeechModels.from_folders(args.target, args.codec, args.draft)
     from models import zoo
+
+    def bundled(name):
+        folder = zoo.path(name)
+        zoo.verify(folder)  # as from_zoo does
+        return folder
     try:
         if args.codec is None and args.draft is None:
-            return SpeechModels.from_zoo()  # checksums verified
-        return SpeechModels.from_folders(zoo.path("speech-target"), args.codec or zoo.path("speech-codec"),
-                                         args.draft or zoo.path("speech-draft"))
+            return SpeechModels.from_zoo()
+        return SpeechModels.from_folders(bundled("speech-target"), args.codec or bundled("speech-codec"),
+                                         args.draft or bundled("speech-draft"))
     except (KeyError, FileNotFoundError) as error:
         raise ValueError("no bundled speech models are installed: pass --target, --codec (and --draft)") from error
 
