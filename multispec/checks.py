@@ -63,3 +63,12 @@ def check_drafter(drafter, vocab_size: int) -> None:
 def check_generator(generator) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def check_context(prompt_length: int, max_new_tokens: int, max_length: int | None) -> None:
+    """Refuse a request the model can never serve: prompt + max_new_tokens past its context."""
+    if max_length is not None and prompt_length + max_new_tokens > max_length:
+        room = max_length - prompt_length
+        hint = f"at most {room}" if room > 0 else "a shorter prompt: the prompt alone fills it"
+        raise ValueError(f"max_new_tokens={max_new_tokens} with a {prompt_length}-token prompt exceeds the "
+                         f"target's context of {max_length} positions (max_position_embeddings); use {hint}")

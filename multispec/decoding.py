@@ -23,6 +23,9 @@ from .sampling import Sampling
 from .stats import DecodingStats
 
 
+_INITIAL_ROOM = 1024  # tokens the output buffer holds before it first grows
+
+
 @dataclass
 class Step:
     tokens: torch.Tensor  # [n] tokens appended this step (accepted drafts + the target's token)
@@ -57,6 +60,7 @@ def stream(target, input_ids: torch.Tensor, *, drafter=None, acceptance: Accepta
     prompt = checks.check_input_ids(input_ids, verifier.vocab_size)
     eos = checks.check_eos(eos_token_id, verifier.vocab_size)
     checks.check_drafter(drafter, verifier.vocab_size)
+    checks.check_context(prompt.shape[0], max_new_tokens, getattr(verifier, "max_length", None))
     sampling = Sampling(float(temperature), top_k, top_p)
     rule = acceptance or (Greedy() if sampling.greedy else SpeculativeSampling())
     if not callable(rule):
@@ -69,9 +73,18 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
     stats = DecodingStats()
     start = time.perf_counter()
     device = getattr(verifier, "device", prompt.device)
-    tokens = torch.empty(prompt.shape[0] + max_new_tokens, dtype=torch.long, device=device)
+    # grown on demand: a verifier without a context limit may be asked for more than it ever emits
+    tokens = torch.empty(prompt.shape[0] + min(max_new_tokens, _INITIAL_ROOM), dtype=torch.long, device=device)
     tokens[: prompt.shape[0]] = prompt
     length = prompt.shape[0]  # tokens[:length] is the sequence so far
+
+    def reserve(n: int) -> None:
+        """Make room for ``n`` more tokens after tokens[:length]."""
+        nonlocal tokens
+        if length + n > tokens.shape[0]:
+            grown = torch.empty(max(length + n, 2 * tokens.shape[0]), dtype=torch.long, device=device)
+            grown[:length] = tokens[:length]
+            tokens = grown
 
     # 0. Prefill: cache every prompt token but the last.
     verifier.reset()
@@ -91,6 +104,7 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
             token = forced_token(length, int(tokens[length - 1]))
             if token is None:
                 break
+            reserve(1)
             tokens[length] = token
             length, n = length + 1, n + 1
             if token in eos:
@@ -130,6 +144,7 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
                 accepted = accepted[: i + 1]
                 break
         n_new = len(accepted)
+        reserve(n_new)
         tokens[length: length + n_new] = torch.tensor(accepted, device=device)
 
         # 4. Roll back: keep the cache for the sequence up to (not including) its newest token.

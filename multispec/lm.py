@@ -19,6 +19,8 @@ class Verifier(Protocol):
 
     Modalities wrap their models in their own verifier (e.g. classifier-free guidance) and pass it
     as ``target``; plain Hugging Face causal LMs are wrapped in :class:`CachedLM` automatically.
+    An optional ``max_length`` (int or None) is the longest sequence the model takes; the loop
+    refuses requests past it.
     """
 
     vocab_size: int
@@ -37,8 +39,22 @@ def output_vocab_size(model: torch.nn.Module) -> int:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None and getattr(head, "weight", None) is not None:
         return int(head.weight.shape[0])
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return int(config.vocab_size)
+    return int(_text_config(model).vocab_size)
+
+
+def _text_config(model: torch.nn.Module):
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+
+def context_length(model: torch.nn.Module) -> int | None:
+    """The longest sequence the model's config allows (``max_position_embeddings`` or GPT-2's
+    ``n_positions``), or None when the config names none."""
+    config = _text_config(model)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class CachedLM:
@@ -51,6 +67,7 @@ class CachedLM:
             )
         self.model = model
         self.vocab_size = output_vocab_size(model)
+        self.max_length = context_length(model)
         self._cache_kwarg = compat.cache_kwarg(model)
         self._last_logits_only = compat.accepts_kwarg(model, "logits_to_keep")
         self.reset()

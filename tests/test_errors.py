@@ -71,3 +71,21 @@ def test_layer_skip_errors(target):
 def test_target_must_be_a_model():
     with pytest.raises(ValueError, match="causal LM"):
         multispec.generate("gpt2", IDS)
+
+
+def test_request_past_the_context_is_refused(target):
+    # the tiny models have max_position_embeddings 256: 3 prompt tokens leave room for 253
+    with pytest.raises(ValueError, match=r"max_new_tokens=1000000000000 .* context of 256 positions.*at most 253"):
+        multispec.generate(target, IDS, max_new_tokens=10**12)
+    assert multispec.generate(target, IDS, max_new_tokens=253).sequences.shape == (1, 256)
+
+
+def test_unbounded_verifier_grows_its_buffer_instead_of_preallocating(target):
+    """A verifier without a context limit may be asked for any count: memory follows what it emits."""
+    verifier = multispec.CachedLM(target)
+    verifier.max_length = None
+    out = multispec.generate(verifier, IDS, max_new_tokens=10**12, eos_token_id=list(range(96)))
+    assert out.sequences.shape == (1, 4)  # every id is eos: one new token, no huge allocation
+    long = multispec.generate(verifier, IDS, max_new_tokens=1100)  # past the first buffer (1024)
+    ref = multispec.generate(target, IDS, max_new_tokens=253).sequences
+    assert long.sequences.shape == (1, 1103) and torch.equal(long.sequences[:, :256], ref)

@@ -20,6 +20,7 @@ from multispec.acceptance import (AdditiveTolerance, ExactOn, NeighborhoodRelaxa
                                   TopKTolerance)
 from multispec.drafters import DraftModel, Jacobi, PromptLookup
 from multispec.guidance import GuidedLM
+from multispec.lm import context_length
 
 from .layouts import AlignedLayout, DelayLayout, FlattenedLayout
 from .vocab import CODE_OFFSET, EOS, INDEX_OFFSET, MAX_PHONES, PHONE_OFFSET, PHONES, encode
@@ -158,8 +159,12 @@ class SpeechModels:
         C = self.meta["codebook_size"]
         return [(self.layout.offset + k * C, book) for k, book in enumerate(self.codec.codebooks)]
 
-    def max_new_tokens(self, seconds: float) -> int:
-        return self.layout.num_positions(int(seconds * self.meta["frame_rate"])) + 1
+    def max_new_tokens(self, seconds: float, prompt_length: int = 0) -> int:
+        """Tokens for ``seconds`` of audio and eos, capped by what the target's context leaves after
+        a ``prompt_length``-token prompt."""
+        wanted = self.layout.num_positions(int(seconds * self.meta["frame_rate"])) + 1
+        context = context_length(self.target)
+        return wanted if context is None else max(1, min(wanted, context - prompt_length))
 
 
 def make_drafter(models: SpeechModels, drafter: str, prompt: torch.Tensor, num_draft_tokens: int = 4,
@@ -239,7 +244,7 @@ def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acce
                              drafter=make_drafter(models, drafter, prompt, num_draft_tokens, window,
                                                   confidence_threshold),
                              acceptance=make_acceptance(models, acceptance, tolerance, k, min_ratio=min_ratio),
-                             max_new_tokens=models.max_new_tokens(max_seconds), temperature=temperature,
+                             max_new_tokens=models.max_new_tokens(max_seconds, n), temperature=temperature,
                              top_k=top_k, top_p=top_p, eos_token_id=EOS, generator=generator)
     tokens = out.sequences[0, n:]
     if tokens.numel() and int(tokens[-1]) == EOS:

@@ -24,7 +24,9 @@ from multispec.lm import CachedLM
 
 from .generation import encode_prompt, make_drafter
 
-ALL_METHODS = ("plain", "hf-plain", "draft", "draft-fixed", "hf-assisted", "lookup", "hf-lookup", "layerskip")
+ALL_METHODS = ("plain", "hf-plain", "draft", "draft-fixed", "hf-assisted", "lookup", "hf-lookup", "layerskip",
+               "hf-early-exit", "jacobi")
+MODEL_DRAFTERS = ("draft", "draft-fixed", "hf-assisted")  # methods that need a separate draft model
 
 
 @dataclass
@@ -120,15 +122,19 @@ def _add(result: MethodResult, other: MethodResult) -> None:
 
 def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_tokens: int = 64,
               layerskip_layers: int | None = None, lookup_tokens: int = 10, gamma: int = 4,
-              progress: bool = True) -> dict:
+              progress: bool = True, chat: bool | None = None) -> dict:
     """Run every method on every prompt (order rotated per prompt) and return the report dict.
 
     ``prompts``: strings, or (category, string) pairs for per-category tables as well.
     ``draft-fixed`` is the draft model at a fixed γ = ``gamma``; ``draft`` uses the adaptive γ.
+    ``hf-early-exit`` is Hugging Face's self-speculation from the first ``layerskip_layers`` layers
+    (``assistant_early_exit``), the peer of multispec's ``layerskip``. ``chat``: wrap prompts in the
+    tokenizer's chat template (None: when it has one).
     """
     prompts = [p if isinstance(p, tuple) else ("all", p) for p in prompts]
-    methods = [m for m in methods if draft is not None or m not in ("draft", "draft-fixed", "hf-assisted")]
-    drafters = {m: make_drafter(m, target, draft, layerskip_layers) for m in ("draft", "lookup", "layerskip")
+    methods = [m for m in methods if draft is not None or m not in MODEL_DRAFTERS]
+    skip_layers = layerskip_layers or max(1, target.config.num_hidden_layers // 4)
+    drafters = {m: make_drafter(m, target, draft, skip_layers) for m in ("draft", "lookup", "layerskip", "jacobi")
                 if m in methods}
     if "draft-fixed" in methods:
         drafters["draft-fixed"] = make_drafter("draft", target, draft, num_draft_tokens=gamma, adaptive=False)
@@ -137,6 +143,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
         "hf-plain": lambda ids: _run_hf(target, ids, max_new_tokens),
         "hf-assisted": lambda ids: _run_hf(target, ids, max_new_tokens, assistant_model=draft),
         "hf-lookup": lambda ids: _run_hf(target, ids, max_new_tokens, prompt_lookup_num_tokens=lookup_tokens),
+        "hf-early-exit": lambda ids: _run_hf(target, ids, max_new_tokens, assistant_early_exit=skip_layers),
     }
     for name, drafter in drafters.items():
         runners[name] = lambda ids, d=drafter: _run_multispec(target, d, ids, max_new_tokens)
@@ -145,7 +152,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
         draft_module["layerskip"] = drafters["layerskip"].lm.model
 
     device = next(target.parameters()).device
-    encoded = [(category, encode_prompt(p, tokenizer, chat=False).to(device)) for category, p in prompts]
+    encoded = [(category, encode_prompt(p, tokenizer, chat=chat).to(device)) for category, p in prompts]
     for name in methods:  # warm-up
         runners[name](encoded[0][1][:, :8])
     t_target = single_step_seconds(target)
@@ -183,6 +190,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
 
     categories = sorted({c for c, _ in per_prompt})
     report = {"max_new_tokens": max_new_tokens, "prompts": len(prompts), "gamma_fixed": gamma,
+              "layerskip_layers": skip_layers, "dtype": str(target.dtype),
               "threads": torch.get_num_threads(), "target_step_s": t_target, "rows": table(per_prompt)}
     if len(categories) > 1:
         report["by_category"] = {c: table([r for r in per_prompt if r[0] == c]) for c in categories}

@@ -23,10 +23,14 @@ def default_paths():
 
 
 def _resolve(args):
+    """(target folder, draft folder or None): each flag a folder or a registry name
+    (``smollm2-135m-instruct``, ``text-draft``, ...); no --target means the bundled pair."""
+    from models import zoo
+    draft = None if args.draft is None else zoo.resolve(args.draft)
     if args.target is None:
         target_path, draft_path = default_paths()
-        return target_path, args.draft or draft_path
-    return args.target, args.draft
+        return target_path, draft or draft_path
+    return zoo.resolve(args.target), draft
 
 
 def run_text(args) -> int:
@@ -64,11 +68,14 @@ def run_bench(args) -> int:
         torch.set_num_threads(args.threads)
     target_path, draft_path = _resolve(args)
     target, draft, tokenizer = load_pair(target_path, draft_path, args.device, _dtype(args))
-    prompts = bench.load_prompts(args.prompts, args.num_prompts) if args.prompts else default_prompts(args.num_prompts)
+    if args.prompts:
+        prompts = bench.load_prompts(args.prompts, args.num_prompts)
+    else:  # the bundled pair's own held-out prompts; Spec-Bench's questions for any other target
+        prompts = default_prompts(args.num_prompts, spec_bench=args.target is not None and not _bundled(args.target))
     started = time.time()
     report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods,
                              max_new_tokens=args.max_new_tokens, layerskip_layers=args.layerskip_layers,
-                             gamma=args.gamma)
+                             gamma=args.gamma, chat=args.chat)
     report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started,
                   device=str(target.device), dtype=str(target.dtype))
     print(bench.markdown_table(report))
@@ -76,17 +83,24 @@ def run_bench(args) -> int:
     return 0
 
 
-def default_prompts(limit: int | None = None):
+def default_prompts(limit: int | None = None, spec_bench: bool = False):
+    """The bundled held-out prompts, or Spec-Bench's 480 questions (13 categories) with ``spec_bench``."""
     try:
         from models import zoo
-        return bench.load_prompts(zoo.text_prompts_path(), limit)
+        return bench.load_prompts(zoo.spec_bench_path() if spec_bench else zoo.text_prompts_path(), limit)
     except (ImportError, AttributeError, FileNotFoundError) as error:
         raise ValueError("no bundled prompt file yet: pass --prompts FILE") from error
 
 
+def _bundled(name) -> bool:
+    from models import zoo
+    return str(name) in zoo.ENTRIES
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", help="target model folder (save_pretrained; default: bundled text-target)")
-    parser.add_argument("--draft", help="draft model folder sharing the target's tokenizer")
+    parser.add_argument("--target", help="target: a save_pretrained folder or a model name, e.g. "
+                        "smollm2-135m-instruct or gemma3-270m (default: bundled text-target)")
+    parser.add_argument("--draft", help="draft model (folder or name) sharing the target's tokenizer")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--layerskip-layers", type=int, help="layers the layerskip drafter keeps (default L/4)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -121,5 +135,7 @@ def register_bench(subparsers) -> None:
     parser.add_argument("--num-prompts", type=int, help="use the first N prompts of each category")
     parser.add_argument("--gamma", type=int, default=4, help="draft length of the draft-fixed method")
     parser.add_argument("--methods", nargs="+", choices=bench.ALL_METHODS, default=list(bench.ALL_METHODS))
+    parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                        help="wrap prompts in the tokenizer's chat template (default: when it has one)")
     parser.add_argument("--out", default="runs/bench", help="folder for bench_text.json and bench_text.md")
     parser.set_defaults(run=run_bench)

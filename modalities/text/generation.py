@@ -6,13 +6,14 @@ from typing import Iterator
 import torch
 
 import multispec
-from multispec.drafters import DraftModel, LayerSkip, PromptLookup
+from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
+from multispec.lm import output_vocab_size
 
-METHODS = ("plain", "draft", "lookup", "layerskip")
+METHODS = ("plain", "draft", "lookup", "layerskip", "jacobi")
 
 
 def make_drafter(method: str, target, draft=None, layerskip_layers: int | None = None, **drafter_kwargs):
-    """The drafter for a method name: plain | draft | lookup | layerskip."""
+    """The drafter for a method name: plain | draft | lookup | layerskip | jacobi."""
     if method == "plain":
         return None
     if method == "draft":
@@ -24,6 +25,8 @@ def make_drafter(method: str, target, draft=None, layerskip_layers: int | None =
     if method == "layerskip":
         layers = layerskip_layers or max(1, target.config.num_hidden_layers // 4)
         return LayerSkip(target, layers, **drafter_kwargs)
+    if method == "jacobi":
+        return Jacobi(output_vocab_size(target), **drafter_kwargs)
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
