@@ -1,22 +1,47 @@
-"""Text demo: the same prompts decoded plainly and with each multispec drafter, streamed, with speedups.
+"""Text demo: plain decoding, the best exact methods and a relaxed one on the bundled pair, streamed.
 
-Runs on the bundled text models when they are installed (models.zoo), otherwise on a tiny *random*
-pair built on the spot (it says so: the text is gibberish and speedups mean little).
+Greedy: plain, the draft model and prompt lookup (exact: the same text as plain, checked here).
+Sampled at T = 0.7 with one seed: plain sampling and the draft model under Medusa's typical
+acceptance (relaxed: it also accepts drafts the target finds typical; the moved probability mass is
+reported). Every speedup is measured in this run against plain decoding at the same temperature.
+Writes the texts and the table to ``runs/demo/text/``. Runs on a tiny *random* pair when the
+bundled models are missing (it says so: gibberish, and speedups mean little).
 
-    python demos/text_generation.py [--max-new-tokens 64] [--prompt "..."]
+    python demos/text_generation.py [--max-new-tokens 64] [--prompt "..."] [--out runs/demo/text]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from modalities.text import generate_text, load_pair, make_drafter, stream_text
+from multispec import TypicalAcceptance
+from multispec.report import MethodTally
 
 PROMPTS = ["def fibonacci(n):\n    ", "And God said, Let there be"]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    drafter: str
+    temperature: float = 0.0
+    acceptance: object = None  # None: the exact rule
+    baseline: str = "plain"  # the row this one's speedup is measured against
+
+
+METHODS = (
+    Method("plain", "plain"),
+    Method("draft model (exact)", "draft"),
+    Method("prompt lookup (exact)", "lookup"),
+    Method("plain T=0.7", "plain", 0.7, baseline="plain T=0.7"),
+    Method("draft + typical T=0.7 (relaxed)", "draft", 0.7, TypicalAcceptance(), baseline="plain T=0.7"),
+)
 
 
 def load_models():
@@ -27,40 +52,57 @@ def load_models():
         return target, draft, tokenizer, "bundled text-target / text-draft"
     except (ImportError, AttributeError, KeyError, FileNotFoundError):
         from models.tiny_random import save_pair
-        directory = tempfile.mkdtemp(prefix="multispec-tiny-")
-        paths = save_pair(directory)
+        paths = save_pair(tempfile.mkdtemp(prefix="multispec-tiny-"))
         target, draft, tokenizer = load_pair(paths["target"], paths["draft"])
         return target, draft, tokenizer, "TINY RANDOM models (no bundled models installed): gibberish text"
 
 
-def main() -> None:
+def run(out: Path, prompts=PROMPTS, max_new_tokens: int = 64, seed: int = 0) -> list[Path]:
+    target, draft, tokenizer, label = load_models()
+    print(f"text: {label}; {len(prompts)} prompts, {max_new_tokens} new tokens each", flush=True)
+    tallies = {m.name: MethodTally(m) for m in METHODS}
+    texts = []
+    for prompt in prompts:
+        generate_text(prompt, target, tokenizer, max_new_tokens=4, stop_at_eos=False)  # warm-up
+        reference = None
+        for method in METHODS:
+            generator = torch.Generator().manual_seed(seed)
+            stream = stream_text(prompt, target, tokenizer, make_drafter(method.drafter, target, draft),
+                                 acceptance=method.acceptance, temperature=method.temperature,
+                                 max_new_tokens=max_new_tokens, stop_at_eos=False, generator=generator)
+            text = tallies[method.name].timed(lambda s=stream: ("".join(s), s.stats))
+            if method.temperature == 0 and method.drafter == "plain":
+                reference = text
+            same = " (identical to plain)" if method.temperature == 0 and text == reference else ""
+            print(f"--- {method.name}{same} ---\n{prompt}{text}\n", flush=True)
+            texts.append(f"## {method.name}{same}\n\n```\n{prompt}{text}\n```\n")
+    rows = []
+    for method in METHODS:
+        row = tallies[method.name].speed_columns(tallies[method.baseline].wall_s)
+        rows.append(f"| {method.name} | {row['speedup']:.2f}x | {row['tokens_per_s']} | {row['tau']:.2f} | "
+                    f"{'—' if row['acceptance'] is None else format(row['acceptance'], '.0%')} | "
+                    f"{row['moved_mass_per_token']:.3f} |")
+    table = "\n".join(["| method | speedup | tok/s | τ | acceptance | moved mass/token |",
+                       "|---|---|---|---|---|---|", *rows])
+    print(table, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "outputs.md").write_text("\n".join(texts))
+    (out / "results.md").write_text(f"{label}; threads {torch.get_num_threads()}\n\n{table}\n")
+    return [out / "outputs.md", out / "results.md"]
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompt", action="append", help="prompt(s) to decode (default: one prose, one code)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=Path("runs/demo/text"))
     args = parser.parse_args()
     from transformers.utils import logging
     logging.disable_progress_bar()
-
-    target, draft, tokenizer, label = load_models()
-    print(f"models: {label}; torch threads: {torch.get_num_threads()}\n")
-    methods = ["plain", "draft", "lookup", "layerskip"]
-    for prompt in args.prompt or PROMPTS:
-        generate_text(prompt, target, tokenizer, max_new_tokens=4, stop_at_eos=False)  # warm-up
-        plain_seconds = None
-        for method in methods:
-            drafter = make_drafter(method, target, draft)
-            print(f"--- {method} ---")
-            sys.stdout.write(prompt)
-            start = time.perf_counter()
-            stream = stream_text(prompt, target, tokenizer, drafter, max_new_tokens=args.max_new_tokens,
-                                 stop_at_eos=False)
-            for piece in stream:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-            seconds = time.perf_counter() - start
-            plain_seconds = plain_seconds or seconds
-            print(f"\n[{method}] {stream.stats.summary()} speedup over plain: {plain_seconds / seconds:.2f}x\n")
+    files = run(args.out, args.prompt or PROMPTS, args.max_new_tokens)
+    print(f"wrote {', '.join(map(str, files))}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
