@@ -83,7 +83,10 @@ def test_cli_streams_text_and_stats(pair, capsys):
 
 def test_cli_reports_bad_paths(tmp_path, capsys):
     assert main(["text", "x", "--target", str(tmp_path / "nope")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "neither a folder nor a model name" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["text", "x", "--target", str(tmp_path / "empty")]) == 2
+    assert "has no config.json" in capsys.readouterr().err
 
 
 def test_bench_reports_every_method(loaded, tmp_path):
@@ -94,7 +97,7 @@ def test_bench_reports_every_method(loaded, tmp_path):
     rows = {r["method"]: r for r in report["rows"]}
     assert set(report["by_category"]) == {"code", "all"}
     assert set(rows) == {"plain", "hf-plain", "draft", "draft-fixed", "hf-assisted", "lookup", "hf-lookup",
-                         "layerskip"}
+                         "layerskip", "hf-early-exit", "jacobi"}
     for row in rows.values():  # greedy everywhere: every method reproduces plain decoding
         assert row["identical_to_plain"] == "2/2" and row["new_tokens"] == 24 and row["tau"] >= 1.0
     assert rows["plain"]["speedup"] == 1.0 and json.dumps(report)

@@ -76,6 +76,16 @@ class ForwardCounter:
         self.handle.remove()
 
 
+def last_layer(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's last decoder layer: only a full forward reaches it, so counting its calls counts
+    target forwards even where drafts run through the target's own first layers (early exit)."""
+    depth = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == depth:
+            return module[-1]
+    return model
+
+
 def single_step_seconds(model, context: int = 64, repeats: int = 30) -> float:
     """Median time of one KV-cached single-token forward after ``context`` tokens."""
     lm = CachedLM(model)
@@ -158,6 +168,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     t_target = single_step_seconds(target)
     cost = {m: single_step_seconds(module) / t_target for m, module in draft_module.items() if module is not None}
 
+    target_layer = last_layer(target)
     per_prompt = []  # (category, {method: MethodResult})
     bar = tqdm(total=len(encoded) * len(methods), desc="bench text", disable=not progress)
     for i, (category, ids) in enumerate(encoded):
@@ -165,7 +176,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
         results, outputs = {}, {}
         for name in order:
             module = draft_module.get(name)
-            with ForwardCounter(target) as t_count, ForwardCounter(module or torch.nn.Identity()) as d_count:
+            with ForwardCounter(target_layer) as t_count, ForwardCounter(module or torch.nn.Identity()) as d_count:
                 start = time.perf_counter()
                 seq, steps, drafted, accepted = runners[name](ids)
                 seconds = time.perf_counter() - start
