@@ -19,6 +19,7 @@ DEMOS = (("text", "text_generation.py"), ("image", "image_synthesis.py"), ("spee
 def _load(file: str):
     spec = importlib.util.spec_from_file_location(file[:-3], HERE / file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
