@@ -20,11 +20,13 @@ def load_models(args) -> ImageModels:
             raise ValueError("no bundled image models are installed: pass --target, --vq (and --draft)") from error
     if args.vq is None:
         raise ValueError("--target needs --vq (the VQ tokenizer folder)")
-    return ImageModels.from_folders(args.target, args.vq, args.draft)
+    from models import zoo  # each flag: a folder or a registry name (e.g. image-draft)
+    return ImageModels.from_folders(zoo.resolve(args.target), zoo.resolve(args.vq),
+                                    None if args.draft is None else zoo.resolve(args.draft))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", help="image model folder (default: bundled image-target)")
+    parser.add_argument("--target", help="image model folder or registry name (default: bundled image-target)")
     parser.add_argument("--draft", help="draft model folder (default: bundled image-draft)")
     parser.add_argument("--vq", help="VQ tokenizer folder (default: bundled image-vq)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance s")

@@ -16,21 +16,17 @@ from .generation import ACCEPTANCES, DRAFTERS, SpeechModels, generate_codes
 def load_models(args) -> SpeechModels:
     """The models the flags name. Without --target the bundled target is used, and --draft or
     --codec replace the bundled drafter or codec; with --target, --codec is needed and --draft optional."""
+    from models import zoo  # each flag: a folder or a registry name; zoo.resolve verifies named ones
+    codec, draft = (None if flag is None else zoo.resolve(flag) for flag in (args.codec, args.draft))
     if args.target is not None:
-        if args.codec is None:
+        if codec is None:
             raise ValueError("--target needs --codec (the codec folder)")
-        return SpeechModels.from_folders(args.target, args.codec, args.draft)
-    from models import zoo
-
-    def bundled(name):
-        folder = zoo.path(name)
-        zoo.verify(folder)  # as from_zoo does
-        return folder
+        return SpeechModels.from_folders(zoo.resolve(args.target), codec, draft)
     try:
-        if args.codec is None and args.draft is None:
+        if codec is None and draft is None:
             return SpeechModels.from_zoo()
-        return SpeechModels.from_folders(bundled("speech-target"), args.codec or bundled("speech-codec"),
-                                         args.draft or bundled("speech-draft"))
+        return SpeechModels.from_folders(zoo.resolve("speech-target"), codec or zoo.resolve("speech-codec"),
+                                         draft or zoo.resolve("speech-draft"))
     except (KeyError, FileNotFoundError) as error:
         raise ValueError("no bundled speech models are installed: pass --target, --codec (and --draft)") from error
 
