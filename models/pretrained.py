@@ -12,7 +12,6 @@ Knows nothing about decoding or modalities; ``models.zoo`` serves these names be
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -84,11 +83,8 @@ def is_prepared(name: str) -> bool:
 
 
 def _sha256(file: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from .zoo import sha256  # the registry's checksum helper (zoo imports this module at load time)
+    return sha256(file)
 
 
 def _missing(entry: PyPIModel, what: str) -> FileNotFoundError:
