@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from multiprocessing import Pool
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -169,9 +169,11 @@ def synthesize(texts: list[str], cfg: SpeechDataConfig) -> list[tuple[np.ndarray
     if shutil.which("flite") is None:
         raise FileNotFoundError("flite not found: apt-get install -y flite")
     out, t0 = [], time.perf_counter()
-    with Pool(cfg.processes) as pool:
+    # Threads, not a fork()ed pool: each job waits on its own flite process, and forking a process
+    # that already runs torch's threads can deadlock the children.
+    with ThreadPoolExecutor(max(1, cfg.processes)) as pool:
         jobs = [(cfg.voices[i % len(cfg.voices)], t) for i, t in enumerate(texts)]
-        for result in pool.imap(_synth, jobs, chunksize=16):
+        for result in pool.map(_synth, jobs):
             out.append(result)
             if len(out) % 1000 == 0:
                 print(f"synthesised {len(out)}/{len(texts)} in {time.perf_counter() - t0:.0f} s", flush=True)
