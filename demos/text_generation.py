@@ -21,7 +21,7 @@ import torch
 
 from modalities.text import generate_text, load_pair, make_drafter, stream_text
 from multispec import TypicalAcceptance
-from multispec.report import MethodTally
+from modalities.report import MethodTally
 
 PROMPTS = ["def fibonacci(n):\n    ", "And God said, Let there be"]
 
@@ -51,7 +51,7 @@ def load_models():
         draft, _ = zoo.load("text-draft")
         return target, draft, tokenizer, "bundled text-target / text-draft"
     except (ImportError, AttributeError, KeyError, FileNotFoundError):
-        from models.tiny_random import save_pair
+        from models.recipes.tiny_random import save_pair
         paths = save_pair(tempfile.mkdtemp(prefix="multispec-tiny-"))
         target, draft, tokenizer = load_pair(paths["target"], paths["draft"])
         return target, draft, tokenizer, "TINY RANDOM models (no bundled models installed): gibberish text"

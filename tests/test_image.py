@@ -26,7 +26,7 @@ def tiny_lm(layers, hidden, seed):
 
 @functools.lru_cache(maxsize=None)
 def models() -> ImageModels:
-    from models.image_vq import VQShape
+    from models.recipes.image.vq import VQShape
 
     torch.manual_seed(0)
     vq = VQShape(block_out_channels=(8, 8, 8), latent_channels=4, vq_embed_dim=4, codebook_size=K,
@@ -97,7 +97,7 @@ def test_bad_input_errors():
 
 
 def test_bench_report_has_every_method_and_writes_files(tmp_path):
-    from models.image_classifier import ClassifierConfig, ImageClassifier
+    from modalities.image.classifier import ClassifierConfig, ImageClassifier
     from modalities.image import bench
     classifier = ImageClassifier(ClassifierConfig(num_classes=len(CLASSES))).eval()
     real = (torch.rand(12, 3, 32, 32) * 2 - 1, torch.arange(12) % len(CLASSES))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.image_classifier import ClassifierConfig, ImageClassifier, load_classifier, save_classifier
+from modalities.image.classifier import ClassifierConfig, ImageClassifier, load_classifier, save_classifier
 from modalities.image import ImageTokenizer
 from modalities.image.metrics import class_accuracy, extract_features, frechet_distance, psnr
 
@@ -18,7 +18,7 @@ TRAINED = Path(__file__).resolve().parents[1] / "runs/image/vq-cpu/export"
 
 @pytest.fixture(scope="module")
 def tok() -> ImageTokenizer:
-    from models.image_vq import VQShape
+    from models.recipes.image.vq import VQShape
 
     torch.manual_seed(0)
     shape = VQShape(block_out_channels=(8, 8, 8), latent_channels=4, vq_embed_dim=4, codebook_size=K,
@@ -100,9 +100,9 @@ def test_save_load_round_trip(tok, tmp_path):
         ImageTokenizer.from_pretrained(tmp_path / "missing")
 
 
-@pytest.mark.skipif(not TRAINED.exists(), reason="needs runs/image/vq-cpu/export (python -m models.image_vq)")
+@pytest.mark.skipif(not TRAINED.exists(), reason="needs runs/image/vq-cpu/export (python -m models.recipes.image.vq)")
 def test_trained_round_trip_is_mostly_stable():
-    from models.image_data import load_dataset
+    from models.recipes.image.data import load_dataset
 
     tok = ImageTokenizer.from_pretrained(TRAINED)
     data = load_dataset(TRAINED.parents[1] / "data.npz")

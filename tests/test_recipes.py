@@ -6,8 +6,8 @@ import pytest
 import torch
 import transformers
 
-from models import target_samples
-from models.seq_train import main as seq_train_main
+from models.recipes import target_samples
+from models.recipes.token_lm import main as seq_train_main
 
 K, CLASSES = 12, ["a", "b", "c"]
 V = K + len(CLASSES) + 1
@@ -55,7 +55,7 @@ def test_guidance_needs_an_unconditional_prefix(tmp_path):
 
 
 def test_drafter_distils_on_target_samples(tmp_path):
-    """The recipe of models/distill_gpu.sh at smoke size: samples -> guided distillation -> export."""
+    """The recipe of models/recipes/gpu/distill_gpu.sh at smoke size: samples -> guided distillation -> export."""
     target = save_target(tmp_path / "run" / "target")
     sample(target, tmp_path / "samples", num=16)
     seq_train_main(["image", "--preset", "smoke", "--which", "draft", "--data", str(tmp_path / "samples"),
@@ -69,7 +69,7 @@ def test_drafter_warm_start_and_unknown_preset(tmp_path):
     the modality lacks is refused by name."""
     from safetensors.torch import save_model
 
-    from models.seq_train import SMOKE_SHAPE
+    from models.recipes.token_lm import SMOKE_SHAPE
     target = save_target(tmp_path / "run" / "target")
     sample(target, tmp_path / "samples", num=16)
     torch.manual_seed(1)

@@ -177,7 +177,7 @@ def test_bench_draft_length_reaches_the_drafter(monkeypatch):
 
 
 def test_cli_reads_one_value_per_codebook_level(capsys):
-    from multispec.cli import build_parser
+    from modalities.cli import build_parser
     args = build_parser().parse_args(["speech", "hi", "--k", "4/256", "--tolerance", "0.1/1"])
     assert args.k == [4, 256] and args.tolerance == [0.1, 1.0]
     assert build_parser().parse_args(["speech", "hi", "--k", "4"]).k == 4
@@ -190,7 +190,7 @@ def test_cli_draft_flag_alone_replaces_the_bundled_drafter(monkeypatch, tmp_path
     """--draft without --target keeps the bundled target and codec and loads the given drafter."""
     from models import zoo
     from modalities.speech.cli import load_models
-    from multispec.cli import build_parser
+    from modalities.cli import build_parser
     seen = []
     monkeypatch.setattr(SpeechModels, "from_folders", classmethod(lambda cls, *folders: seen.append(folders)))
     load_models(build_parser().parse_args(["bench", "speech", "--draft", str(tmp_path)]))

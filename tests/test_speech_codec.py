@@ -232,7 +232,7 @@ def test_aligned_round_trip_masks_and_errors():
 
 
 def test_frame_phone_labels():
-    from models.speech_tokens import frame_phones
+    from models.recipes.speech.tokens import frame_phones
     phones = [("pau", 0.05), ("hh", 0.09), ("ay", 0.2)]
     # 50 frames/s: centres 0.01, 0.03, 0.05, 0.07, ...; a centre on an end time belongs to the next phone
     assert frame_phones(phones, 12, 50.0).tolist() == [0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]
@@ -266,8 +266,8 @@ def test_transcribe_flite(tmp_path):
 
 
 def test_speech_data_voices():
-    """models.speech_data: voices are taken in turn; an unknown or 8 kHz voice is refused by name."""
-    from models import speech_data
+    """models.recipes.speech.data: voices are taken in turn; an unknown or 8 kHz voice is refused by name."""
+    from models.recipes.speech import data as speech_data
 
     with pytest.raises(ValueError, match="'kal' is not a 16 kHz voice"):
         speech_data.SpeechDataConfig(voices=("slt", "kal"))

@@ -7,14 +7,14 @@ import torch
 import multispec
 from modalities.text import generate_text, load_pair, make_drafter, stream_text
 from modalities.text.bench import load_prompts, run_bench
-from multispec.cli import main
+from modalities.cli import main
 
 from conftest import hf_greedy
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    from models.tiny_random import save_pair
+    from models.recipes.tiny_random import save_pair
     return save_pair(tmp_path_factory.mktemp("tiny"))
 
 
@@ -64,7 +64,7 @@ def test_loading_errors(pair, tmp_path):
 
 
 def test_mismatched_tokenizers_are_refused(pair, tmp_path):
-    from models.tiny_random import build_tokenizer
+    from models.recipes.tiny_random import build_tokenizer
     other = tmp_path / "draft"
     target, _, _ = load_pair(pair["draft"])
     target.save_pretrained(other)

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from multispec import report
-from multispec.report import MethodTally, rotated
+from modalities import report
+from modalities.report import MethodTally, rotated
 
 from .generation import ImageModels, generate_tokens
 
@@ -118,7 +118,7 @@ COLUMNS = ("method", "speedup", "forwards_per_image", "tau", "acceptance", "move
 
 
 def _spec_columns(spec) -> dict:
-    """The row settings of :func:`multispec.report.spec_columns`, with the sweep plot's families:
+    """The row settings of :func:`modalities.report.spec_columns`, with the sweep plot's families:
     LANTERN with a λ cap is ``lantern++``, relaxed rules over Jacobi drafts ``sjd+<rule>``."""
     columns = report.spec_columns(spec)
     if columns["rule"] == "lantern" and columns.get("max_ratio") is not None:
@@ -180,7 +180,9 @@ def run_report(models: ImageModels, out: Path, per_class: int = 8, *, guidance_s
     ``real`` = (held-out images, labels); default: the bundled classifier and held-out set."""
     if classifier is None or real is None:
         from models import zoo
-        classifier, real = zoo.load_image_classifier(), zoo.image_heldout_images()
+
+        from .classifier import load_classifier
+        classifier, real = load_classifier(zoo.resolve("image-classifier")), zoo.image_heldout_images()
     methods = methods or (QUICK_METHODS if quick else DEFAULT_METHODS)
     started = time.time()
     results = run(models, methods, per_class, guidance_scale=guidance_scale, temperature=temperature,

@@ -1,7 +1,7 @@
 """Class label in, image out: the AR image model through the multispec core, with CFG and relaxations.
 
 The image model is a transformers causal LM over [class token] + h·w VQ codes (see
-``models/image_tokens.py`` for the vocabulary). Target and drafter are wrapped in the same
+``models/recipes/image/tokens.py`` for the vocabulary). Target and drafter are wrapped in the same
 :class:`~multispec.guidance.GuidedLM` (classifier-free guidance against the null class, codes-only
 mask), so exact methods reproduce plain guided decoding. Methods: a drafter (``plain``, ``draft``
 model, ``sjd`` Jacobi window) and an acceptance rule (``exact``, ``lantern`` neighbourhoods of the
@@ -46,10 +46,9 @@ class ImageModels:
 
     @classmethod
     def from_zoo(cls, with_draft: bool = True) -> "ImageModels":
-        from models import zoo  # verifies checksums before loading
-        target, meta = zoo.load("image-target")
-        draft, draft_meta = zoo.load("image-draft") if with_draft else (None, None)
-        return cls(target, zoo.load("image-vq"), meta, draft, draft_meta)
+        from models import zoo  # resolve verifies checksums before loading
+        draft = zoo.resolve("image-draft") if with_draft else None
+        return cls.from_folders(zoo.resolve("image-target"), zoo.resolve("image-vq"), draft)
 
     @property
     def class_names(self) -> list[str]:

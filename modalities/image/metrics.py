@@ -1,7 +1,7 @@
 """Image quality metrics for the image modality: class accuracy of class-conditional samples,
 Frechet distance between feature sets, and PSNR.
 
-The feature extractor is the small in-domain classifier of ``models/image_classifier.py`` (emoji
+The feature extractor is the small in-domain classifier of ``models/recipes/image/classifier.py`` (emoji
 groups, 32x32), not Inception-v3: Frechet distances computed here are NOT comparable to
 published FID numbers, only to each other (same classifier checkpoint, same sample sizes).
 Plain torch/numpy; the matrix square root uses a symmetric eigendecomposition.

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from multispec import report
-from multispec.report import MethodTally, rotated
+from modalities import report
+from modalities.report import MethodTally, rotated
 
 from .generation import SpeechModels, generate_codes
 

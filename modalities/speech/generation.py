@@ -66,10 +66,9 @@ class SpeechModels:
 
     @classmethod
     def from_zoo(cls, with_draft: bool = True) -> "SpeechModels":
-        from models import zoo  # verifies checksums before loading
-        target, meta = zoo.load("speech-target")
-        draft = zoo.load("speech-draft")[0] if with_draft else None
-        return cls(target, zoo.load("speech-codec"), meta, draft)
+        from models import zoo  # resolve verifies checksums before loading
+        draft = zoo.resolve("speech-draft") if with_draft else None
+        return cls.from_folders(zoo.resolve("speech-target"), zoo.resolve("speech-codec"), draft)
 
     @property
     def vocab_size(self) -> int:

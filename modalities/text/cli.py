@@ -19,7 +19,7 @@ def default_paths():
         return zoo.path("text-target"), zoo.path("text-draft")
     except (ImportError, AttributeError, KeyError, FileNotFoundError) as error:
         raise ValueError("no bundled text models are installed yet: pass --target PATH (and --draft PATH); "
-                         "`python -m models.tiny_random DIR` writes a tiny random pair") from error
+                         "`python -m models.recipes.tiny_random DIR` writes a tiny random pair") from error
 
 
 def _resolve(args):

@@ -1,0 +1,1 @@
+"""Speech recipes: flite-synthesised data, the codec fit and the phone-aligned token dump."""
