@@ -21,7 +21,7 @@ import torch
 from modalities.image import bench
 from modalities.image.generation import ImageModels
 
-BEST = ("plain", "draft", "draft+lantern δ=0.2")  # plain, best exact, best relaxed (README table)
+BEST = ("plain", "draft", "draft+neighborhood δ=0.2")  # plain, best exact, best relaxed (README table)
 
 
 def run(out: Path, per_class: int = 2, guidance_scale: float = 3.0, every_method: bool = False) -> list[Path]:

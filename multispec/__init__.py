@@ -6,14 +6,14 @@ from . import acceptance, drafters
 from .acceptance import (AdditiveTolerance, GroupAcceptance, Greedy, NeighborhoodRelaxation,
                          SpeculativeSampling, TopKTolerance, TypicalAcceptance)
 from .decoding import GenerationResult, Step, generate, stream
-from .drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
+from .drafters import Drafter, DraftModel, Jacobi, LayerSkip, PromptLookup
 from .guidance import GuidedLM
 from .lm import CachedLM, Verifier
 from .stats import DecodingStats
 
 __all__ = [
     "generate", "stream", "GenerationResult", "Step", "DecodingStats", "CachedLM", "Verifier",
-    "GuidedLM", "acceptance", "drafters", "DraftModel", "PromptLookup", "LayerSkip", "Jacobi", "Greedy",
+    "GuidedLM", "acceptance", "drafters", "Drafter", "DraftModel", "PromptLookup", "LayerSkip", "Jacobi", "Greedy",
     "SpeculativeSampling", "TypicalAcceptance", "TopKTolerance", "NeighborhoodRelaxation", "GroupAcceptance",
     "AdditiveTolerance",
 ]

@@ -53,8 +53,11 @@ def check_drafter(drafter, vocab_size: int) -> None:
         return
     for method in ("reset", "propose", "observe"):
         if not callable(getattr(drafter, method, None)):
-            raise ValueError(f"drafter must implement reset/propose/observe; {type(drafter).__name__} lacks {method}()")
-    draft_vocab = getattr(drafter, "vocab_size", None)
+            raise ValueError(f"drafter must implement multispec.drafters.Drafter (vocab_size, reset, propose, "
+                             f"observe); {type(drafter).__name__} lacks {method}()")
+    if not hasattr(drafter, "vocab_size"):
+        raise ValueError(f"drafter {type(drafter).__name__} lacks vocab_size (None for a model-free drafter)")
+    draft_vocab = drafter.vocab_size
     if draft_vocab is not None and draft_vocab != vocab_size:
         raise ValueError(f"drafter vocabulary mismatch: the drafter has {draft_vocab} tokens, the target "
                          f"{vocab_size}; draft and target must share one tokenizer")

@@ -18,7 +18,7 @@ import torch
 from . import checks
 from .acceptance import AcceptanceRule, Greedy, SpeculativeSampling
 from .drafters import Draft, Feedback
-from .lm import CachedLM, Verifier
+from .lm import Verifier, as_verifier
 from .sampling import Sampling
 from .stats import DecodingStats
 
@@ -41,12 +41,10 @@ class GenerationResult:
 
 
 def _as_verifier(target) -> Verifier:
-    if isinstance(target, Verifier) and not isinstance(target, torch.nn.Module):
-        return target
     if isinstance(target, torch.nn.Module) and getattr(target, "training", False):
         warnings.warn("target is in training mode (dropout active); call target.eval() for reproducible decoding",
                       stacklevel=3)
-    return CachedLM(target)
+    return as_verifier(target, "target")
 
 
 def stream(target, input_ids: torch.Tensor, *, drafter=None, acceptance: AcceptanceRule | None = None,
@@ -60,7 +58,7 @@ def stream(target, input_ids: torch.Tensor, *, drafter=None, acceptance: Accepta
     prompt = checks.check_input_ids(input_ids, verifier.vocab_size)
     eos = checks.check_eos(eos_token_id, verifier.vocab_size)
     checks.check_drafter(drafter, verifier.vocab_size)
-    checks.check_context(prompt.shape[0], max_new_tokens, getattr(verifier, "max_length", None))
+    checks.check_context(prompt.shape[0], max_new_tokens, verifier.max_length)
     sampling = Sampling(float(temperature), top_k, top_p)
     rule = acceptance or (Greedy() if sampling.greedy else SpeculativeSampling())
     if not callable(rule):
@@ -72,7 +70,7 @@ def stream(target, input_ids: torch.Tensor, *, drafter=None, acceptance: Accepta
 def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, generator) -> Iterator[Step]:
     stats = DecodingStats()
     start = time.perf_counter()
-    device = getattr(verifier, "device", prompt.device)
+    device = verifier.device
     # grown on demand: a verifier without a context limit may be asked for more than it ever emits
     tokens = torch.empty(prompt.shape[0] + min(max_new_tokens, _INITIAL_ROOM), dtype=torch.long, device=device)
     tokens[: prompt.shape[0]] = prompt
@@ -94,7 +92,7 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         verifier.forward(tokens[: length - 1])
     cached = length - 1  # tokens[:cached] are in the target's cache
     stats.prefill_s = time.perf_counter() - start
-    forced_token = getattr(verifier, "forced_token", None)
+    forced_token = verifier.forced_token
 
     def append_forced(budget: int) -> int:
         """Append up to ``budget`` tokens the verifier forces after tokens[:length]; returns how many."""

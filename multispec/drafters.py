@@ -1,6 +1,6 @@
 """Drafters: small objects that propose the next γ tokens, and learn how many were accepted.
 
-Interface (every drafting method and every modality implements it):
+Interface (:class:`Drafter`; every drafting method and every modality implements it):
 - ``reset()`` before a new sequence;
 - ``propose(tokens, max_tokens, sampling, generator) -> Draft``: up to ``max_tokens`` tokens that
   follow ``tokens`` [T], with their draft distribution q [γ, V] when the drafter has one;
@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
-from .lm import CachedLM, Verifier, output_vocab_size
+from .lm import as_verifier, output_vocab_size
 from .sampling import Sampling
 
 
@@ -57,8 +58,29 @@ class DraftLength:
             self.current = max(self.minimum, self.current - 1)
 
 
-class Drafter:
-    """Base class holding the draft-length policy. ``vocab_size`` is None for model-free drafters."""
+@runtime_checkable
+class Drafter(Protocol):
+    """Everything the decoding loop uses of a drafter; any object with these members can be one."""
+
+    vocab_size: int | None  # the drafter's vocabulary (must equal the target's); None for model-free drafters
+
+    def reset(self) -> None: ...  # before a new sequence
+
+    def propose(self, tokens: torch.Tensor, max_tokens: int, sampling: Sampling,
+                generator: torch.Generator | None) -> Draft:
+        """Up to ``max_tokens`` tokens to follow ``tokens`` [T] (the whole sequence so far), with their
+        draft distribution q [γ, V] when the drafter has one; randomness only from ``generator``."""
+        ...
+
+    def observe(self, feedback: Feedback) -> None: ...  # how many of the last draft were accepted
+
+
+DRAFTER_MEMBERS = ("vocab_size", "reset", "propose", "observe")
+
+
+class ScheduledDrafter:
+    """Base class of the bundled drafters: holds the draft-length policy (:class:`DraftLength`).
+    ``vocab_size`` is None for model-free drafters."""
 
     vocab_size: int | None = None
 
@@ -81,7 +103,7 @@ def _empty(device) -> Draft:
     return Draft(torch.empty(0, dtype=torch.long, device=device))
 
 
-class DraftModel(Drafter):
+class DraftModel(ScheduledDrafter):
     """An independent smaller causal LM with the target's vocabulary; keeps and rolls back its own cache.
 
     ``model`` is a transformers causal LM or a :class:`~multispec.lm.Verifier` (e.g. a guided LM, so
@@ -97,15 +119,14 @@ class DraftModel(Drafter):
         if not 0.0 <= confidence_threshold < 1.0:
             raise ValueError(f"confidence_threshold must be in [0, 1), got {confidence_threshold}")
         self.confidence_threshold = float(confidence_threshold)
-        is_verifier = isinstance(model, Verifier) and not isinstance(model, torch.nn.Module)
-        self.lm = model if is_verifier else CachedLM(model)
+        self.lm = as_verifier(model, "the draft model")
         self.vocab_size = self.lm.vocab_size
         self._cached = torch.empty(0, dtype=torch.long)  # token ids behind the draft cache
 
     def reset(self) -> None:
         super().reset()
         self.lm.reset()
-        self._cached = torch.empty(0, dtype=torch.long, device=getattr(self.lm, "device", "cpu"))
+        self._cached = torch.empty(0, dtype=torch.long, device=self.lm.device)
 
     def _sync(self, tokens: torch.Tensor) -> torch.Tensor:
         """Roll the cache back to the longest prefix it shares with ``tokens``; return the last logits."""
@@ -126,7 +147,7 @@ class DraftModel(Drafter):
             return _empty(tokens.device)
         tokens = tokens.to(self._cached.device)
         logits = self._sync(tokens)
-        forced_token = getattr(self.lm, "forced_token", None)
+        forced_token = self.lm.forced_token
         drafted, probs, fed = [], [], 0  # drafted[:fed] are in the draft cache
         while len(drafted) < gamma:
             q = sampling.probs(logits[None])  # [1, V]
@@ -149,7 +170,7 @@ class DraftModel(Drafter):
         return Draft(draft, torch.cat(probs))
 
 
-class PromptLookup(Drafter):
+class PromptLookup(ScheduledDrafter):
     """N-gram match over prompt + generated tokens (prompt lookup decoding); no model, q is a point mass.
 
     Finds an earlier occurrence of the last n tokens (n = max_ngram down to min_ngram) and proposes
@@ -179,7 +200,7 @@ class PromptLookup(Drafter):
         return _empty(tokens.device)
 
 
-class Jacobi(Drafter):
+class Jacobi(ScheduledDrafter):
     """Speculative Jacobi decoding (SJD): a window drafted from the target's own previous predictions.
 
     Training-free and model-free. After each verification the target's distributions at the

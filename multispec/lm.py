@@ -6,7 +6,7 @@ drops the newest positions. The accepted prefix is never re-run.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -15,23 +15,48 @@ from . import compat
 
 @runtime_checkable
 class Verifier(Protocol):
-    """What the decoding loop needs from a target: any object with these members can be one.
+    """Everything the decoding loop and :class:`~multispec.drafters.DraftModel` use of a model; any
+    object with these members can be a target (or a drafter's model).
 
-    Modalities wrap their models in their own verifier (e.g. classifier-free guidance) and pass it
-    as ``target``; plain Hugging Face causal LMs are wrapped in :class:`CachedLM` automatically.
-    An optional ``max_length`` (int or None) is the longest sequence the model takes; the loop
-    refuses requests past it.
+    Modalities wrap their models in their own verifier (e.g. :class:`~multispec.guidance.GuidedLM`
+    with classifier-free guidance and token masks) and pass it as ``target``; plain Hugging Face
+    causal LMs are wrapped in :class:`CachedLM` automatically.
     """
 
-    vocab_size: int
-    length: int
+    vocab_size: int  # V, the width of the logits
+    length: int  # tokens in the cache
+    max_length: int | None  # the longest sequence the model takes (None: no limit); longer requests are refused
 
-    def reset(self) -> None: ...
+    @property
+    def device(self) -> torch.device: ...  # where token tensors fed to forward must live
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # tokens [n] -> logits [n, V]
+    def reset(self) -> None: ...  # empty the cache before a new sequence
+
+    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Append tokens [n] to the cache -> logits [n, V] (row i predicts the token after tokens[i]);
+        [1, V] for the last row only when ``last_only``."""
         ...
 
-    def rollback(self, length: int) -> None: ...
+    def rollback(self, length: int) -> None: ...  # keep the first ``length`` cached positions
+
+    # (absolute position, the token before it) -> the only token the model allows there, or None;
+    # the loop appends a forced token without drafting or verifying it. None: nothing is ever forced.
+    forced_token: Callable[[int, int], int | None] | None
+
+
+VERIFIER_MEMBERS = ("vocab_size", "length", "max_length", "device", "reset", "forward", "rollback", "forced_token")
+
+
+def as_verifier(model, role: str = "target") -> "Verifier":
+    """A Hugging Face causal LM wrapped in :class:`CachedLM`; any other object must be a complete
+    :class:`Verifier`, else a ValueError names the members it lacks."""
+    if isinstance(model, torch.nn.Module):
+        return CachedLM(model)
+    missing = [name for name in VERIFIER_MEMBERS if not hasattr(model, name)]
+    if missing:
+        raise ValueError(f"{role} must be a transformers causal LM or a multispec.Verifier; "
+                         f"{type(model).__name__} lacks {', '.join(missing)}")
+    return model
 
 
 def output_vocab_size(model: torch.nn.Module) -> int:
@@ -59,6 +84,8 @@ def context_length(model: torch.nn.Module) -> int | None:
 
 class CachedLM:
     """A Hugging Face causal LM (``forward`` returns ``.logits``) with a rollback-able dynamic cache."""
+
+    forced_token = None  # a plain LM forces nothing; masking verifiers (GuidedLM) define the method
 
     def __init__(self, model: torch.nn.Module):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):

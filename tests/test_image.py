@@ -7,8 +7,12 @@ import transformers
 
 from modalities.image import ImageTokenizer
 from modalities.image.generation import ImageModels, generate_image, generate_tokens
+from multispec.methods import (DraftModelConfig, GroupConfig, JacobiConfig, Method, NeighborhoodConfig,
+                               TypicalConfig)
 
 K, CLASSES = 16, ["cats", "dogs", "flags"]
+PLAIN, DRAFT = Method(), Method(DraftModelConfig())
+DRAFTERS = {"draft": DraftModelConfig(), "jacobi": JacobiConfig()}
 V = K + len(CLASSES) + 1
 
 
@@ -39,12 +43,12 @@ def models() -> ImageModels:
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-@pytest.mark.parametrize("drafter", ["draft", "sjd"])
+@pytest.mark.parametrize("drafter", ["draft", "jacobi"])
 def test_exact_methods_equal_plain_greedy(drafter, guidance):
     m = models()
     for label in CLASSES:
-        plain = generate_tokens(m, label, "plain", temperature=0.0, guidance_scale=guidance)
-        fast = generate_tokens(m, label, drafter, temperature=0.0, guidance_scale=guidance)
+        plain = generate_tokens(m, label, PLAIN, temperature=0.0, guidance_scale=guidance)
+        fast = generate_tokens(m, label, Method(DRAFTERS[drafter]), temperature=0.0, guidance_scale=guidance)
         assert torch.equal(plain.tokens, fast.tokens), (drafter, label)
         assert plain.tokens.shape == (8, 8) and int(plain.tokens.max()) < K  # codes only
         assert fast.stats.steps <= plain.stats.steps == 64
@@ -53,12 +57,12 @@ def test_exact_methods_equal_plain_greedy(drafter, guidance):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_zero_budget_relaxation_is_exact(temperature):
     m = models()
-    for drafter in ("draft", "sjd"):
-        for acceptance, extra in (("lantern", {"delta": 0.0}), ("gsd", {"group_size": 1})):
-            exact = generate_tokens(m, "dogs", drafter, "exact", temperature=temperature,
+    for drafter in DRAFTERS.values():
+        for zero_budget in (NeighborhoodConfig(delta=0.0), GroupConfig(group_size=1)):
+            exact = generate_tokens(m, "dogs", Method(drafter), temperature=temperature,
                                     generator=torch.Generator().manual_seed(4))
-            relaxed = generate_tokens(m, "dogs", drafter, acceptance, temperature=temperature,
-                                      generator=torch.Generator().manual_seed(4), **extra)
+            relaxed = generate_tokens(m, "dogs", Method(drafter, zero_budget), temperature=temperature,
+                                      generator=torch.Generator().manual_seed(4))
             assert torch.equal(exact.tokens, relaxed.tokens) and relaxed.stats.moved_mass == 0.0
 
 
@@ -67,16 +71,16 @@ def test_relaxation_moves_at_most_delta_per_token_and_saves_forwards():
     exact_steps = relaxed_steps = 0
     for seed in range(4):
         kw = dict(temperature=1.0, guidance_scale=2.0)
-        exact = generate_tokens(m, "cats", "draft", "exact", generator=torch.Generator().manual_seed(seed), **kw)
-        relaxed = generate_tokens(m, "cats", "draft", "lantern", delta=0.3, generator=torch.Generator().manual_seed(seed),
-                                  **kw)
+        exact = generate_tokens(m, "cats", DRAFT, generator=torch.Generator().manual_seed(seed), **kw)
+        relaxed = generate_tokens(m, "cats", Method(DraftModelConfig(), NeighborhoodConfig(delta=0.3)),
+                                  generator=torch.Generator().manual_seed(seed), **kw)
         assert relaxed.stats.moved_mass <= 0.3 * relaxed.stats.accepted + 1e-6
         exact_steps, relaxed_steps = exact_steps + exact.stats.steps, relaxed_steps + relaxed.stats.steps
     assert relaxed_steps < exact_steps
 
 
 def test_generate_image_returns_a_pil_image():
-    image, stats = generate_image(models(), 0, drafter="sjd", generator=torch.Generator().manual_seed(0))
+    image, stats = generate_image(models(), 0, method=Method(JacobiConfig()), generator=torch.Generator().manual_seed(0))
     assert image.size == (32, 32) and stats.new_tokens == 64
 
 
@@ -86,10 +90,11 @@ def test_bad_input_errors():
         generate_tokens(m, "horses")
     with pytest.raises(ValueError, match="unknown class 7"):
         m.prompt(7)
-    with pytest.raises(ValueError, match="unknown drafter"):
-        generate_tokens(m, "cats", "medusa")
-    with pytest.raises(ValueError, match="unknown acceptance"):
-        generate_tokens(m, "cats", "draft", "typical")
+    with pytest.raises(ValueError, match="the image adapter has no 'typical' acceptance; it supports exact, "
+                                         "neighborhood, group"):
+        generate_tokens(m, "cats", Method(DraftModelConfig(), TypicalConfig()))
+    with pytest.raises(ValueError, match="drafter must be None or one of"):
+        generate_tokens(m, "cats", Method("medusa"))
     with pytest.raises(ValueError, match="32x32"):
         m.tokenizer.encode(torch.zeros(1, 16, 16, 3, dtype=torch.uint8))
     with pytest.raises(ValueError):
@@ -106,7 +111,7 @@ def test_bench_report_has_every_method_and_writes_files(tmp_path):
     assert [r["method"] for r in rows] == [m.name for m in bench.QUICK_METHODS]
     assert rows[0]["speedup"] == 1.0 and rows[0]["forwards_per_image"] == 64
     assert rows[1]["moved_mass_per_token"] == 0.0
-    assert 0 < rows[3]["moved_mass_per_token"] <= bench.QUICK_METHODS[3].delta  # the budget δ per token
+    assert 0 < rows[3]["moved_mass_per_token"] <= bench.QUICK_METHODS[3].acceptance.delta  # the budget δ per token
     for name in ("results.json", "results.md", "grid.png", "sweep.png"):
         assert (tmp_path / name).is_file()
 
@@ -115,8 +120,8 @@ def test_guidance_distilled_drafter_runs_unguided_and_stays_exact():
     import dataclasses
     m = dataclasses.replace(models(), draft_meta={"draft_guidance_distilled": 3.0})
     from modalities.image.generation import make_drafter
-    assert not make_drafter(m, "draft", 3.0).lm.guided  # one row, no classifier-free guidance
+    assert not make_drafter(m, DraftModelConfig(), 3.0).lm.guided  # one row, no classifier-free guidance
     for label in CLASSES:
-        plain = generate_tokens(m, label, "plain", temperature=0.0, guidance_scale=3.0)
-        fast = generate_tokens(m, label, "draft", temperature=0.0, guidance_scale=3.0)
+        plain = generate_tokens(m, label, PLAIN, temperature=0.0, guidance_scale=3.0)
+        fast = generate_tokens(m, label, DRAFT, temperature=0.0, guidance_scale=3.0)
         assert torch.equal(plain.tokens, fast.tokens)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,35 +19,26 @@ from tqdm import tqdm
 from modalities import report
 from modalities.report import MethodTally, rotated
 
+from multispec.methods import DraftModelConfig, GroupConfig, JacobiConfig, Method, NeighborhoodConfig
+
 from .generation import ImageModels, generate_tokens
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    drafter: str = "plain"
-    acceptance: str = "exact"
-    delta: float = 0.1
-    k: int = 128
-    group_size: int = 4
-    max_ratio: float | None = None  # LANTERN++ λ: p̃(x) ≤ λ·p(x)
-    max_draft_tokens: int = 16  # the adaptive draft length's ceiling
-
-
+_DRAFT, _LANTERN = DraftModelConfig(), NeighborhoodConfig
 DEFAULT_METHODS = (
-    MethodSpec("plain"),
-    MethodSpec("draft", "draft"),
-    MethodSpec("sjd", "sjd"),
-    MethodSpec("draft+lantern δ=0.05", "draft", "lantern", delta=0.05),
-    MethodSpec("draft+lantern δ=0.1", "draft", "lantern", delta=0.1),
-    MethodSpec("draft+lantern δ=0.2", "draft", "lantern", delta=0.2),
-    MethodSpec("draft+lantern δ=0.4", "draft", "lantern", delta=0.4),
-    MethodSpec("sjd+lantern δ=0.1", "sjd", "lantern", delta=0.1),
-    MethodSpec("draft+gsd G=4", "draft", "gsd", group_size=4),
-    MethodSpec("draft+gsd G=8", "draft", "gsd", group_size=8),
-    MethodSpec("lantern++ δ=0.4 λ=20", "draft", "lantern", delta=0.4, max_ratio=20.0),
-    MethodSpec("lantern++ δ=0.4 λ=50", "draft", "lantern", delta=0.4, max_ratio=50.0),
-    MethodSpec("lantern++ δ=0.4 λ=100", "draft", "lantern", delta=0.4, max_ratio=100.0),
+    Method(),
+    Method(_DRAFT),
+    Method(JacobiConfig()),
+    Method(_DRAFT, _LANTERN(delta=0.05)),
+    Method(_DRAFT, _LANTERN(delta=0.1)),
+    Method(_DRAFT, _LANTERN(delta=0.2)),
+    Method(_DRAFT, _LANTERN(delta=0.4)),
+    Method(JacobiConfig(), _LANTERN(delta=0.1)),
+    Method(_DRAFT, GroupConfig(group_size=4)),
+    Method(_DRAFT, GroupConfig(group_size=8)),
+    Method(_DRAFT, _LANTERN(delta=0.4, max_ratio=20.0)),  # LANTERN++: p̃(x) <= λ·p(x)
+    Method(_DRAFT, _LANTERN(delta=0.4, max_ratio=50.0)),
+    Method(_DRAFT, _LANTERN(delta=0.4, max_ratio=100.0)),
 )
 
 
@@ -76,11 +66,8 @@ def run(models: ImageModels, methods=DEFAULT_METHODS, per_class: int = 8, classe
             spec = methods[m]
 
             def one(spec=spec, label=label, i=i):
-                sample = generate_tokens(models, label, spec.drafter, spec.acceptance,
-                                         guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
-                                         delta=spec.delta, k=spec.k, group_size=spec.group_size,
-                                         max_ratio=spec.max_ratio, max_draft_tokens=spec.max_draft_tokens,
-                                         generator=torch.Generator().manual_seed(seed * 1_000_003 + label * 1009 + i))
+                sample = generate_tokens(models, label, spec, guidance_scale=guidance_scale,
+                                         temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed * 1_000_003 + label * 1009 + i))
                 return (label, sample.tokens), sample.stats
             tallies[m].timed(one)
     return tallies
@@ -117,14 +104,15 @@ COLUMNS = ("method", "speedup", "forwards_per_image", "tau", "acceptance", "move
            "class_accuracy", "feature_fd", "nll")
 
 
-def _spec_columns(spec) -> dict:
-    """The row settings of :func:`modalities.report.spec_columns`, with the sweep plot's families:
-    LANTERN with a λ cap is ``lantern++``, relaxed rules over Jacobi drafts ``sjd+<rule>``."""
-    columns = report.spec_columns(spec)
-    if columns["rule"] == "lantern" and columns.get("max_ratio") is not None:
-        columns["rule"] = "lantern++"
-    if columns["drafter"] == "sjd" and columns["rule"] != "exact":  # its own line in the sweep plot
-        columns["rule"] = "sjd+" + columns["rule"]
+def _spec_columns(method: Method) -> dict:
+    """The row settings of :meth:`Method.columns`, with the sweep plot's families: the neighbourhood
+    rule with a λ cap (LANTERN++) is ``neighborhood λ``, relaxed rules over Jacobi drafts
+    ``jacobi+<rule>``."""
+    columns = method.columns()
+    if columns["rule"] == "neighborhood" and columns.get("max_ratio") is not None:
+        columns["rule"] = "neighborhood λ"
+    if columns["drafter"] == "jacobi" and columns["rule"] != "exact":  # its own line in the sweep plot
+        columns["rule"] = "jacobi+" + columns["rule"]
     return columns
 
 
@@ -158,10 +146,10 @@ def save_sweep_plot(rows: list[dict], path: Path) -> None:
     """Speedup against class accuracy and feature-FD, one line per rule family."""
     report.save_sweep_plot(
         rows, path, ("class_accuracy", "feature_fd"),
-        (("lantern", "o"), ("lantern++", "D"), ("gsd", "s"), ("sjd+lantern", "v"), ("exact", "^")),
+        (("neighborhood", "o"), ("neighborhood λ", "D"), ("group", "s"), ("jacobi+neighborhood", "v"),
+         ("exact", "^")),
         "image decoding: speed against quality (in-domain classifier, not Inception)",
-        label=lambda r: r["method"].replace("draft+", "").replace("lantern++ ", "").replace("sjd+lantern ", "")
-        .replace("lantern ", ""))
+        label=lambda r: r["method"].replace("draft+", "").replace("jacobi+", "").replace("neighborhood ", ""))
 
 
 def write_report(rows: list[dict], out: Path, settings: dict) -> None:

@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 
 from . import bench
+from multispec.methods import Method
+
+from ..method_args import add_method_arguments, method_from_args
 from .generation import ACCEPTANCES, DRAFTERS, ImageModels, generate_tokens
 
 
@@ -41,11 +44,11 @@ def run_image(args) -> int:
         torch.set_num_threads(args.threads)
     models = load_models(args)
     models.class_id(args.class_name)  # unknown class: error before any work
-    kwargs = dict(guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
-                  delta=args.delta, k=args.k, group_size=args.group_size, max_ratio=args.max_ratio)
+    method = method_from_args(args)
+    kwargs = dict(guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k)
     grids, stats = [], []
     for i in range(args.num_images):
-        sample = generate_tokens(models, args.class_name, args.method, args.acceptance,
+        sample = generate_tokens(models, args.class_name, method,
                                  generator=torch.Generator().manual_seed(args.seed + i), **kwargs)
         grids.append(sample.tokens)
         stats.append(sample.stats)
@@ -57,13 +60,13 @@ def run_image(args) -> int:
         strip.paste(image, (i * image.width, 0))
     strip.resize((strip.width * args.scale, strip.height * args.scale), 0).save(out)
     wall = sum(s.wall_s for s in stats)
-    line = (f"[{args.method}/{args.acceptance}] {len(images)} image(s) of {args.class_name!r} -> {out}: "
+    line = (f"[{method.name}] {len(images)} image(s) of {args.class_name!r} -> {out}: "
             f"{sum(s.steps for s in stats) / len(stats):.1f} target forwards/image, "
             f"τ {sum(s.new_tokens for s in stats) / sum(s.steps for s in stats):.2f}, {wall:.2f} s")
-    if args.compare_plain and args.method != "plain":
+    if args.compare_plain and method.drafter is not None:
         t0 = time.perf_counter()
         for i in range(args.num_images):
-            generate_tokens(models, args.class_name, "plain", "exact",
+            generate_tokens(models, args.class_name, Method(),
                             generator=torch.Generator().manual_seed(args.seed + i), **kwargs)
         plain = time.perf_counter() - t0
         line += f" | plain {plain:.2f} s, speedup {plain / wall:.2f}x"
@@ -86,12 +89,7 @@ def run_bench(args) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("image", help="generate class-conditional images with speculative decoding")
     parser.add_argument("--class", dest="class_name", required=True, help="class name (e.g. 'Animals & Nature')")
-    parser.add_argument("--method", choices=DRAFTERS, default="draft", help="drafter")
-    parser.add_argument("--acceptance", choices=ACCEPTANCES, default="lantern")
-    parser.add_argument("--delta", type=float, default=0.2, help="LANTERN budget δ (total-variation mass)")
-    parser.add_argument("--k", type=int, default=128, help="LANTERN neighbours per code")
-    parser.add_argument("--max-ratio", type=float, help="LANTERN++ cap λ: p̃(x) <= λ·p(x)")
-    parser.add_argument("--group-size", type=int, default=4, help="GSD group size")
+    add_method_arguments(parser, DRAFTERS, ACCEPTANCES, default_drafter="draft", default_acceptance="neighborhood")
     parser.add_argument("--num-images", type=int, default=4)
     parser.add_argument("--scale", type=int, default=4, help="upscaling of the saved PNG")
     parser.add_argument("-o", "--output", default="runs/image/sample.png")
@@ -103,7 +101,7 @@ def register(subparsers) -> None:
 def register_bench(subparsers) -> None:
     parser = subparsers.add_parser("image", help="speed against quality of image decoding methods")
     parser.add_argument("--per-class", type=int, default=8, help="images per class and method")
-    parser.add_argument("--quick", action="store_true", help="plain, draft, sjd and one relaxed method only")
+    parser.add_argument("--quick", action="store_true", help="plain, draft, jacobi and one relaxed method only")
     parser.add_argument("--out", default="runs/bench/image")
     _common(parser)
     parser.set_defaults(run=run_bench)

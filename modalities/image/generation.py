@@ -3,12 +3,13 @@
 The image model is a transformers causal LM over [class token] + h·w VQ codes (see
 ``models/recipes/image/tokens.py`` for the vocabulary). Target and drafter are wrapped in the same
 :class:`~multispec.guidance.GuidedLM` (classifier-free guidance against the null class, codes-only
-mask), so exact methods reproduce plain guided decoding. Methods: a drafter (``plain``, ``draft``
-model, ``sjd`` Jacobi window) and an acceptance rule (``exact``, ``lantern`` neighbourhoods of the
-VQ codebook with budget δ, ``gsd`` groups of nearest codes).
+mask), so exact methods reproduce plain guided decoding. A method (:class:`multispec.methods.Method`)
+is a drafter (plain, the ``draft`` model, a ``jacobi`` window) and an acceptance rule (``exact``,
+LANTERN's ``neighborhood`` of the VQ codebook with budget δ, ``group``: GSD's nearest codes).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import multispec
 from multispec.acceptance import GroupAcceptance, NeighborhoodRelaxation, neighbor_table
 from multispec.drafters import DraftModel, Jacobi
 from multispec.guidance import GuidedLM
+from multispec.methods import (DraftModelConfig, ExactConfig, GroupConfig, JacobiConfig, Method, NeighborhoodConfig,
+                               require_supported)
 
-DRAFTERS = ("plain", "draft", "sjd")
-ACCEPTANCES = ("exact", "lantern", "gsd")
+DRAFTERS = (DraftModelConfig, JacobiConfig)
+ACCEPTANCES = (ExactConfig, NeighborhoodConfig, GroupConfig)
 
 
 @dataclass
@@ -95,35 +98,31 @@ class ImageModels:
         return self._neighbors[k]
 
 
-def make_drafter(models: ImageModels, drafter: str, guidance_scale: float, num_draft_tokens: int = 4,
-                 window: int = 16, adaptive: bool = True, max_draft_tokens: int = 16):
-    if drafter == "plain":
+def make_drafter(models: ImageModels, config: DraftModelConfig | JacobiConfig | None, guidance_scale: float):
+    """The drafter a method config asks for (None: plain decoding)."""
+    if config is None:
         return None
-    if drafter == "draft":
+    require_supported(config, DRAFTERS, "the image adapter")
+    if isinstance(config, DraftModelConfig):
         if models.draft is None:
             raise ValueError("drafter 'draft' needs a draft model")
         # A drafter distilled towards the guided target drafts guided tokens in one unguided row.
         distilled = (models.draft_meta or {}).get("draft_guidance_distilled")
         scale = 1.0 if distilled else guidance_scale
-        return DraftModel(models.guided(models.draft, scale), num_draft_tokens=min(num_draft_tokens, max_draft_tokens),
-                          adaptive=adaptive, max_draft_tokens=max_draft_tokens)
-    if drafter == "sjd":
-        return Jacobi(models.vocab_size, window=window, init_tokens=torch.arange(models.codebook_size))
-    raise ValueError(f"unknown drafter {drafter!r}; choose one of {', '.join(DRAFTERS)}")
+        return DraftModel(models.guided(models.draft, scale), **dataclasses.asdict(config))
+    return Jacobi(models.vocab_size, window=config.window, init_tokens=torch.arange(models.codebook_size))
 
 
-def make_acceptance(models: ImageModels, acceptance: str, delta: float = 0.1, k: int = 128,
-                    group_size: int = 4, max_ratio: float | None = None):
-    """None for ``exact`` (the core picks Greedy / SpeculativeSampling); else a relaxed rule.
-    LANTERN borrows from the k nearest codes (default 128 of the bundled 512, a quarter)."""
-    if acceptance == "exact":
+def make_acceptance(models: ImageModels, config: ExactConfig | NeighborhoodConfig | GroupConfig):
+    """None for exact (the core picks Greedy / SpeculativeSampling); else the relaxed rule over the
+    VQ codebook's nearest codes (LANTERN's default: a quarter of the codebook)."""
+    require_supported(config, ACCEPTANCES, "the image adapter")
+    if isinstance(config, ExactConfig):
         return None
-    if acceptance == "lantern":
-        k = min(k, models.codebook_size - 1)
-        return NeighborhoodRelaxation(k=k, delta=delta, max_ratio=max_ratio, neighbors=models.neighbors(k))
-    if acceptance == "gsd":
-        return GroupAcceptance(group_size=group_size, neighbors=models.neighbors(max(1, group_size - 1)))
-    raise ValueError(f"unknown acceptance {acceptance!r}; choose one of {', '.join(ACCEPTANCES)}")
+    if isinstance(config, NeighborhoodConfig):
+        k = min(config.neighbors or models.codebook_size // 4, models.codebook_size - 1)
+        return NeighborhoodRelaxation(k=k, delta=config.delta, max_ratio=config.max_ratio, neighbors=models.neighbors(k))
+    return GroupAcceptance(group_size=config.group_size, neighbors=models.neighbors(max(1, config.group_size - 1)))
 
 
 @dataclass
@@ -132,18 +131,14 @@ class ImageSample:
     stats: multispec.DecodingStats
 
 
-def generate_tokens(models: ImageModels, label: str | int, drafter: str = "plain", acceptance: str = "exact", *,
+def generate_tokens(models: ImageModels, label: str | int, method: Method = Method(), *,
                     guidance_scale: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
-                    top_p: float | None = None, delta: float = 0.1, k: int = 128, group_size: int = 4,
-                    max_ratio: float | None = None, max_draft_tokens: int = 16,
-                    num_draft_tokens: int = 4, window: int = 16,
-                    generator: torch.Generator | None = None) -> ImageSample:
-    """One image's token grid for a class through the core loop (plain decoding when drafter='plain')."""
+                    top_p: float | None = None, generator: torch.Generator | None = None) -> ImageSample:
+    """One image's token grid for a class through the core loop (``Method()``: plain decoding)."""
     prompt = models.prompt(label)
     out = multispec.generate(models.guided(models.target, guidance_scale), prompt,
-                             drafter=make_drafter(models, drafter, guidance_scale, num_draft_tokens, window,
-                                                  max_draft_tokens=max_draft_tokens),
-                             acceptance=make_acceptance(models, acceptance, delta, k, group_size, max_ratio),
+                             drafter=make_drafter(models, method.drafter, guidance_scale),
+                             acceptance=make_acceptance(models, method.acceptance),
                              max_new_tokens=models.num_tokens, temperature=temperature, top_k=top_k,
                              top_p=top_p, generator=generator)
     h, w = models.meta["grid_size"]
