@@ -5,9 +5,15 @@ Every method speaks every sentence with the same seed; methods take turns senten
 plain AR, τ, acceptance, TV mass moved by relaxation, pocketsphinx WER of the decoded audio against
 the input text, the log-mel L1 distance to plain decoding's output with the same seed (over the
 common frames) and the length ratio, and whether the tokens equal plain decoding's.
+
+The log-mel frames are the codec's own where its codes stand for log-mel (a ``MelCodec``: codes to
+log-mel, no vocoder); for other codecs (``HFCodec``) they are the log-mel of the decoded audio,
+analysed at 16 kHz by the default ``MelRVQCodec`` front end (80 bands, 100 frames/s). results.json
+says which (``settings.log_mel_of``). Works with any ``Codec``; knows nothing of a codec's internals.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -19,6 +25,7 @@ from tqdm import tqdm
 from modalities import report
 from modalities.report import MethodTally, rotated
 
+from .codec import MelCodec, MelRVQCodec, MelRVQConfig, check_wave
 from .generation import SpeechModels, generate_codes
 
 
@@ -100,22 +107,48 @@ def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, 
     return tallies
 
 
-def log_mel_distance(models: SpeechModels, frames: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean |log-mel difference| over the frames both decodes have (codec log-mel, no vocoder)."""
-    n = min(frames.shape[0], reference.shape[0])
+@functools.lru_cache(maxsize=1)
+def _audio_front_end() -> MelRVQCodec:
+    return MelRVQCodec(MelRVQConfig())  # only its log-mel analysis is used, never its codebooks
+
+
+def log_mel_of(models: SpeechModels) -> str:
+    """Where :func:`log_mel_frames` takes the log-mel from: "codes" (a MelCodec) or "decoded audio"."""
+    return "codes" if isinstance(models.codec, MelCodec) else "decoded audio"
+
+
+def log_mel_frames(models: SpeechModels, frames: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
+    """Log-mel [T', D] of one output, from its codes frames [T, K] (MelCodec: T' = T) or else from
+    its decoded wave [n] at the codec's sample rate (resampled to 16 kHz, and a wave shorter than
+    one analysis window padded with silence to it); [0, D] when there are no frames."""
+    if isinstance(models.codec, MelCodec):
+        return models.codec.dequantize(frames)
+    front_end = _audio_front_end()
+    config = front_end.config
+    if frames.shape[0] == 0:
+        return torch.zeros(0, config.n_mels)
+    wave = check_wave(wave, models.codec.sample_rate, config.sample_rate)
+    wave = torch.nn.functional.pad(wave, (0, max(0, config.n_fft - wave.numel())))
+    return front_end.log_mel(wave, config.sample_rate)
+
+
+def log_mel_distance(log_mel: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean |difference| of log-mel frames [T, D] and [T', D] over the frames both have (nan if none)."""
+    n = min(log_mel.shape[0], reference.shape[0])
     if n == 0:
         return float("nan")
-    return float((models.codec.dequantize(frames[:n]) - models.codec.dequantize(reference[:n])).abs().mean())
+    return float((log_mel[:n] - reference[:n]).abs().mean())
 
 
 def score(models: SpeechModels, results: list[MethodTally], sentences: list[str], wer: bool = True,
           audio_dir: Path | None = None) -> list[dict]:
+    """One row per method; ``results[0]`` is plain decoding, the reference for the distances."""
     from .wer import corpus_wer, transcribe
 
-    plain = results[0].outputs
+    plain, plain_log_mels = results[0].outputs, None
     rows = []
     for tally in results:
-        hyps = []
+        hyps, log_mels = [], []
         for i, sample in enumerate(tally.outputs):
             wave = models.codec.decode(sample.frames) if sample.frames.shape[0] else torch.zeros(1600)
             if audio_dir is not None and i < 4:
@@ -123,9 +156,12 @@ def score(models: SpeechModels, results: list[MethodTally], sentences: list[str]
                 audio_dir.mkdir(parents=True, exist_ok=True)
                 name = tally.spec.name.split()[0].replace("+", "_")
                 soundfile.write(audio_dir / f"{name}_{i}.wav", wave.numpy(), models.codec.sample_rate)
-            hyps.append(transcribe(wave) if wer else "")
+            hyps.append(transcribe(wave, models.codec.sample_rate) if wer else "")
+            log_mels.append(log_mel_frames(models, sample.frames, wave))
+        if plain_log_mels is None:  # the first tally is plain
+            plain_log_mels = log_mels
         outputs = tally.outputs
-        distances = [log_mel_distance(models, a.frames, b.frames) for a, b in zip(outputs, plain)]
+        distances = [log_mel_distance(a, b) for a, b in zip(log_mels, plain_log_mels)]
         lengths = sum(a.frames.shape[0] for a in outputs) / max(1, sum(b.frames.shape[0] for b in plain))
         rows.append({
             "method": tally.spec.name, **report.spec_columns(tally.spec),
@@ -163,7 +199,7 @@ def run_report(models: SpeechModels, sentences: list[str], out: Path, *, tempera
                   max_seconds=max_seconds)
     rows = score(models, results, sentences, wer=wer, audio_dir=out / "wav")
     settings = {"sentences": len(sentences), "temperature": temperature, "top_k": top_k, "seed": seed,
-                "max_seconds": max_seconds,
+                "max_seconds": max_seconds, "codec": type(models.codec).__name__, "log_mel_of": log_mel_of(models),
                 "threads": torch.get_num_threads(), "wall_s": round(time.time() - started, 1),
                 "torch": torch.__version__}
     out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,8 @@ def load_models(args) -> SpeechModels:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="speech model folder (default: bundled speech-target)")
     parser.add_argument("--draft", help="draft model folder (default: bundled speech-draft)")
-    parser.add_argument("--codec", help="codec folder (default: bundled speech-codec)")
+    parser.add_argument("--codec", help="codec folder: multispec MelRVQ, or Hugging Face EnCodec, DAC or Mimi "
+                        "(default: bundled speech-codec)")
     parser.add_argument("--temperature", type=float,
                         help="sampling temperature; 0 = greedy (default: the model's default_temperature)")
     parser.add_argument("--top-k", type=int)

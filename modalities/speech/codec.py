@@ -1,12 +1,17 @@
-"""Audio codecs that turn a mono waveform into a grid of discrete codes [T, K] and back.
+"""Audio codecs that turn a mono waveform into a grid of discrete codes [T, K] and back, and the
+``Codec`` protocol that says what the rest of the speech adapter needs of one.
+
+``Codec`` lists every member the speech adapter, its command line and its bench use; ``MelCodec``
+adds ``dequantize`` for codecs whose codes stand for log-mel frames. ``load_codec`` opens a codec
+folder and picks the class from its config.json.
 
 ``MelRVQCodec`` is the CPU default. It is *not* a neural codec: it is a log-mel spectrogram
 (80 bands, 100 frames/s at hop 160) normalised per band, quantised by a residual VQ whose K
 codebooks are fitted by k-means, and decoded by de-normalising, inverting the mel filterbank
 (``torchaudio.transforms.InverseMelScale``) and estimating phase with Griffin-Lim
 (``torchaudio.functional.griffinlim``). It fits in seconds on a CPU and is intelligible, but
-sounds phasey. ``HFCodec`` wraps a pretrained transformers codec (EnCodec, DAC, Mimi) behind the
-same interface. Both know nothing about token ids; see ``layouts`` for that.
+sounds phasey. ``HFCodec`` wraps a transformers codec (EnCodec, DAC, Mimi) behind the same
+protocol. Codecs know nothing about token ids or models; see ``layouts`` for that.
 """
 
 from __future__ import annotations
@@ -14,11 +19,60 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torchaudio
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+HF_CODEC_TYPES = ("encodec", "dac", "mimi")  # the config.json model_type values HFCodec reads
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """What the speech adapter (generation), its command line and its bench need of a codec.
+    Codes are frame-major: codes [T, K] long, frame t's code from codebook k in [0, codebook_size).
+    ``MelRVQCodec`` and ``HFCodec`` satisfy it; ``isinstance(x, Codec)`` checks the members exist."""
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz of the waveforms ``decode`` returns (``encode`` resamples its input to it)."""
+
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second of audio."""
+
+    @property
+    def num_codebooks(self) -> int:
+        """K: codes per frame."""
+
+    @property
+    def codebook_size(self) -> int:
+        """C: every code lies in [0, C)."""
+
+    @property
+    def codebooks(self) -> list[torch.Tensor]:
+        """K tables [C, D], the vector each code of a level stands for (the ``neighbors``
+        acceptance searches them; D may be each codec's own latent size)."""
+
+    def encode(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """wave [n] float in [-1, 1] at ``sample_rate`` -> codes [T, K] long."""
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [T, K] long, T >= 1 -> wave [n] float at ``self.sample_rate``."""
+
+
+@runtime_checkable
+class MelCodec(Codec, Protocol):
+    """Optional extension: a codec whose codes stand for log-mel frames (``MelRVQCodec``; not the
+    neural ``HFCodec``, whose codes stand for a learnt latent). The speech bench then measures how
+    far a method's output is from plain decoding's on those log-mel frames, with no vocoder."""
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [T, K] long -> log-mel [T, n_mels]."""
+
+
+CODEC_MEMBERS = tuple(name for name in vars(Codec) if not name.startswith("_"))
 
 
 @dataclass(frozen=True)
@@ -219,10 +273,11 @@ class MelRVQCodec(torch.nn.Module):
 
 
 class HFCodec:
-    """Adapter over a transformers codec model (``EncodecModel``, ``DacModel``, ``MimiModel``)
-    with the ``MelRVQCodec`` interface: ``encode(wave [n], sample_rate) -> codes [T, K]``,
-    ``decode(codes [T, K]) -> wave [n]``. EnCodec models that chunk the input or normalise the
-    loudness (the 48 kHz one) are not supported, since their codes need per-chunk scales."""
+    """A transformers codec model (``EncodecModel``, ``DacModel``, ``MimiModel``) as a ``Codec``:
+    ``encode(wave [n], sample_rate) -> codes [T, K]``, ``decode(codes [T, K]) -> wave [n]``, using
+    the first K of the model's quantisers. Not a ``MelCodec``: its codes stand for a learnt latent,
+    not log-mel frames. EnCodec models that chunk the input or normalise the loudness (the 48 kHz
+    one) are not supported, since their codes need per-chunk scales."""
 
     def __init__(self, model: torch.nn.Module, num_codebooks: int | None = None):
         from transformers import DacModel, EncodecModel, MimiModel
@@ -236,31 +291,41 @@ class HFCodec:
             if k not in per_kbps:
                 raise ValueError(f"EnCodec supports {sorted(per_kbps)} codebooks (one per bandwidth), not {k}")
             self._kind, self._bandwidth, frame_rate = "encodec", per_kbps[k], cfg.frame_rate
-        elif isinstance(model, DacModel):
-            self._kind, k, frame_rate = "dac", num_codebooks or cfg.n_codebooks, cfg.sampling_rate / cfg.hop_length
-        elif isinstance(model, MimiModel):
-            self._kind, k, frame_rate = "mimi", num_codebooks or cfg.num_quantizers, cfg.frame_rate
+        elif isinstance(model, (DacModel, MimiModel)):
+            self._kind = "dac" if isinstance(model, DacModel) else "mimi"
+            available = cfg.n_codebooks if self._kind == "dac" else cfg.num_quantizers
+            k = num_codebooks or available
+            if not 1 <= k <= available:
+                raise ValueError(f"this {type(model).__name__} has {available} codebooks; cannot use {k}")
+            frame_rate = cfg.sampling_rate / cfg.hop_length if self._kind == "dac" else cfg.frame_rate
         else:
             raise ValueError(f"HFCodec supports EncodecModel, DacModel and MimiModel, not {type(model).__name__}")
         self.num_codebooks, self.codebook_size = k, cfg.codebook_size
-        self.sample_rate, self.frame_rate = cfg.sampling_rate, frame_rate
+        self.sample_rate, self.frame_rate = cfg.sampling_rate, float(frame_rate)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, num_codebooks: int | None = None, **kwargs) -> HFCodec:
+    def from_pretrained(cls, name_or_path: str | Path, num_codebooks: int | None = None, **kwargs) -> HFCodec:
+        """A Hugging Face codec folder (or hub name) with safetensors weights; K = ``num_codebooks``
+        (the model's default when None). Weights that do not match the config raise ValueError."""
         from transformers import AutoModel
-        return cls(AutoModel.from_pretrained(name_or_path, **kwargs), num_codebooks)
+        kwargs = {"dtype": torch.float32, **kwargs, "use_safetensors": True, "output_loading_info": True}
+        model, info = AutoModel.from_pretrained(name_or_path, **kwargs)
+        problems = {key: info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(key)}
+        if problems:
+            raise ValueError(f"codec {name_or_path}: weights do not match the model: {problems}")
+        return cls(model, num_codebooks)
 
     @property
     def codebooks(self) -> list[torch.Tensor]:
-        """The K code tables [C, D] (in each model's own quantiser space)."""
+        """The K code tables [C, D] (in each model's own quantiser space), detached."""
         q = self.model.quantizer
         if self._kind == "dac":
-            return [layer.codebook.weight for layer in q.quantizers[:self.num_codebooks]]
+            return [layer.codebook.weight.detach() for layer in q.quantizers[:self.num_codebooks]]
         if self._kind == "mimi":
             layers = list(q.semantic_residual_vector_quantizer.layers) + list(q.acoustic_residual_vector_quantizer.layers)
         else:
             layers = list(q.layers)
-        return [layer.codebook.embed for layer in layers[:self.num_codebooks]]
+        return [layer.codebook.embed.detach() for layer in layers[:self.num_codebooks]]
 
     @torch.no_grad()
     def encode(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -285,3 +350,33 @@ class HFCodec:
         else:
             audio = self.model.decode(audio_codes=codes).audio_values
         return audio.reshape(-1)
+
+
+def load_codec(folder: str | Path, num_codebooks: int | None = None) -> Codec:
+    """The codec in ``folder``, its class picked from config.json: ``"codec": "MelRVQCodec"`` (a
+    folder ``MelRVQCodec.save`` wrote) or a Hugging Face ``model_type`` of encodec, dac or mimi
+    (``save_pretrained``). ``num_codebooks`` picks K for a Hugging Face codec (its default when
+    None); a MelRVQ folder fixes its own K. Anything else raises ValueError naming the problem."""
+    folder = Path(folder)
+    config_file = folder / CONFIG_NAME
+    if not config_file.is_file():
+        raise ValueError(f"{folder} has no {CONFIG_NAME}: not a codec folder (expected a MelRVQCodec folder "
+                         f"or a Hugging Face {'/'.join(HF_CODEC_TYPES)} folder)")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    if not any(folder.glob("*.safetensors")):
+        raise ValueError(f"{folder} has no .safetensors weights (codec weights are loaded from safetensors only)")
+    if "codec" in config:
+        if config["codec"] != "MelRVQCodec":
+            raise ValueError(f"{config_file} names codec {config['codec']!r}; the multispec codec is MelRVQCodec")
+        return MelRVQCodec.from_pretrained(folder)
+    model_type = config.get("model_type")
+    if model_type in HF_CODEC_TYPES:
+        return HFCodec.from_pretrained(folder, num_codebooks)
+    if model_type is None:
+        raise ValueError(f"{config_file} has neither \"codec\": \"MelRVQCodec\" nor a Hugging Face model_type: "
+                         "not a codec folder")
+    raise ValueError(f"{config_file} has model_type {model_type!r}, not a codec multispec reads "
+                     f"(Hugging Face {', '.join(HF_CODEC_TYPES)}, or MelRVQCodec)")

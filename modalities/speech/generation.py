@@ -11,6 +11,7 @@ codes only: eos and the aligned layout's phone-index (duration) tokens are alway
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from multispec.drafters import DraftModel, Jacobi, PromptLookup
 from multispec.guidance import GuidedLM
 from multispec.lm import context_length
 
+from .codec import CODEC_MEMBERS, Codec, load_codec
 from .layouts import AlignedLayout, DelayLayout, FlattenedLayout
 from .vocab import CODE_OFFSET, EOS, INDEX_OFFSET, MAX_PHONES, PHONE_OFFSET, PHONES, encode
 
@@ -43,26 +45,45 @@ def make_layout(meta: dict):
     return {"flattened": FlattenedLayout, "delay": DelayLayout}[meta["layout"]](K, C, offset)
 
 
+def check_codec_matches(codec: Codec, meta: dict) -> None:
+    """ValueError unless ``codec`` is a :class:`~modalities.speech.codec.Codec` whose K, C, sample
+    rate and frame rate are those the speech model's ``meta`` was made with (keys it lacks are skipped)."""
+    if not isinstance(codec, Codec):
+        missing = [name for name in CODEC_MEMBERS if not hasattr(codec, name)]
+        raise ValueError(f"{type(codec).__name__} is not a speech codec: it lacks {', '.join(missing)} "
+                         "(see modalities.speech.codec.Codec)")
+    found = {"num_codebooks": codec.num_codebooks, "codebook_size": codec.codebook_size,
+             "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate}
+    wrong = [f"{key} {meta[key]} (codec: {value})" for key, value in found.items()
+             if key in meta and not math.isclose(float(meta[key]), float(value))]
+    if wrong:
+        raise ValueError(f"the codec ({type(codec).__name__}) is not the one the speech model was made with; "
+                         f"the model's multispec.json has {', '.join(wrong)}")
+
+
 @dataclass
 class SpeechModels:
     """The speech target, optional drafter, codec and vocabulary layout (``meta``)."""
 
     target: torch.nn.Module
-    codec: object  # MelRVQCodec or HFCodec
+    codec: Codec  # MelRVQCodec or HFCodec; checked against meta
     meta: dict
     draft: torch.nn.Module | None = None
 
     def __post_init__(self):
+        check_codec_matches(self.codec, self.meta)
         self.layout = make_layout(self.meta)
 
     @classmethod
     def from_folders(cls, target, codec, draft=None, dtype: torch.dtype = torch.float32) -> "SpeechModels":
+        """Target and draft token-LM folders (safetensors + multispec.json) and a codec folder
+        (MelRVQ or Hugging Face EnCodec/DAC/Mimi, see :func:`~modalities.speech.codec.load_codec`;
+        a Hugging Face codec uses the model's ``num_codebooks`` quantisers)."""
         from models.zoo import load_token_lm
-        from .codec import MelRVQCodec
 
         model, meta = load_token_lm(target, dtype)
         draft_model = load_token_lm(draft, dtype)[0] if draft is not None else None
-        return cls(model, MelRVQCodec.from_pretrained(codec), meta, draft_model)
+        return cls(model, load_codec(codec, meta.get("num_codebooks")), meta, draft_model)
 
     @classmethod
     def from_zoo(cls, with_draft: bool = True) -> "SpeechModels":

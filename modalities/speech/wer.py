@@ -31,12 +31,18 @@ def _decoder():
     return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
 
 
-def transcribe(wave: torch.Tensor) -> str:
-    """wave [n] float in [-1, 1] at 16 kHz -> normalised transcript ('' if nothing recognised).
-    The decoder is created once per process (not thread-safe)."""
+def transcribe(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> str:
+    """wave [n] float in [-1, 1] at ``sample_rate`` (resampled to the recogniser's 16 kHz) ->
+    normalised transcript ('' if nothing recognised). The decoder is created once per process
+    (not thread-safe)."""
     wave = torch.as_tensor(wave)
     if wave.dim() != 1 or not wave.is_floating_point():
-        raise ValueError(f"expected a float mono waveform [n] at 16 kHz, got shape {tuple(wave.shape)}, {wave.dtype}")
+        raise ValueError(f"expected a float mono waveform [n], got shape {tuple(wave.shape)}, {wave.dtype}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if sample_rate != SAMPLE_RATE:
+        import torchaudio
+        wave = torchaudio.functional.resample(wave.float(), sample_rate, SAMPLE_RATE)
     pcm = (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().tobytes()
     dec = _decoder()
     dec.start_utt()
