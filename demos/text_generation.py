@@ -19,28 +19,31 @@ from pathlib import Path
 
 import torch
 
-from modalities.text import generate_text, load_pair, make_drafter, stream_text
-from multispec import TypicalAcceptance
 from modalities.report import MethodTally
+from modalities.text import generate_text, load_pair, stream_text
+from multispec.methods import DraftModelConfig, Method, PromptLookupConfig, TypicalConfig
 
 PROMPTS = ["def fibonacci(n):\n    ", "And God said, Let there be"]
 
 
 @dataclass(frozen=True)
-class Method:
-    name: str
-    drafter: str
+class DemoRun:
+    method: Method
     temperature: float = 0.0
-    acceptance: object = None  # None: the exact rule
     baseline: str = "plain"  # the row this one's speedup is measured against
 
+    @property
+    def name(self) -> str:
+        return self.method.name
 
-METHODS = (
-    Method("plain", "plain"),
-    Method("draft model (exact)", "draft"),
-    Method("prompt lookup (exact)", "lookup"),
-    Method("plain T=0.7", "plain", 0.7, baseline="plain T=0.7"),
-    Method("draft + typical T=0.7 (relaxed)", "draft", 0.7, TypicalAcceptance(), baseline="plain T=0.7"),
+
+RUNS = (
+    DemoRun(Method(name="plain")),
+    DemoRun(Method(DraftModelConfig(), name="draft model (exact)")),
+    DemoRun(Method(PromptLookupConfig(), name="prompt lookup (exact)")),
+    DemoRun(Method(name="plain T=0.7"), 0.7, baseline="plain T=0.7"),
+    DemoRun(Method(DraftModelConfig(), TypicalConfig(), name="draft + typical T=0.7 (relaxed)"), 0.7,
+            baseline="plain T=0.7"),
 )
 
 
@@ -60,24 +63,24 @@ def load_models():
 def run(out: Path, prompts=PROMPTS, max_new_tokens: int = 64, seed: int = 0) -> list[Path]:
     target, draft, tokenizer, label = load_models()
     print(f"text: {label}; {len(prompts)} prompts, {max_new_tokens} new tokens each", flush=True)
-    tallies = {m.name: MethodTally(m) for m in METHODS}
+    tallies = {run.name: MethodTally(run.method) for run in RUNS}
     texts = []
     for prompt in prompts:
         generate_text(prompt, target, tokenizer, max_new_tokens=4, stop_at_eos=False)  # warm-up
         reference = None
-        for method in METHODS:
+        for method in RUNS:
             generator = torch.Generator().manual_seed(seed)
-            stream = stream_text(prompt, target, tokenizer, make_drafter(method.drafter, target, draft),
-                                 acceptance=method.acceptance, temperature=method.temperature,
-                                 max_new_tokens=max_new_tokens, stop_at_eos=False, generator=generator)
+            stream = stream_text(prompt, target, tokenizer, method=method.method, draft=draft,
+                                 temperature=method.temperature, max_new_tokens=max_new_tokens, stop_at_eos=False,
+                                 generator=generator)
             text = tallies[method.name].timed(lambda s=stream: ("".join(s), s.stats))
-            if method.temperature == 0 and method.drafter == "plain":
+            if method.temperature == 0 and method.method.drafter is None:
                 reference = text
             same = " (identical to plain)" if method.temperature == 0 and text == reference else ""
             print(f"--- {method.name}{same} ---\n{prompt}{text}\n", flush=True)
             texts.append(f"## {method.name}{same}\n\n```\n{prompt}{text}\n```\n")
     rows = []
-    for method in METHODS:
+    for method in RUNS:
         row = tallies[method.name].speed_columns(tallies[method.baseline].wall_s)
         rows.append(f"| {method.name} | {row['speedup']:.2f}x | {row['tokens_per_s']} | {row['tau']:.2f} | "
                     f"{'—' if row['acceptance'] is None else format(row['acceptance'], '.0%')} | "

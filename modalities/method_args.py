@@ -13,9 +13,9 @@ from multispec.methods import Method, method_from_names
 
 def _per_level(kind):
     def parse(text: str):
-        values = tuple(kind(v) for v in text.split(","))
+        values = tuple(kind(v) for v in text.split("/"))
         return values[0] if len(values) == 1 else values
-    parse.__name__ = f"{kind.__name__} or comma-separated {kind.__name__}s"
+    parse.__name__ = f"{kind.__name__} or {kind.__name__}s separated by / (one per codebook level)"
     return parse
 
 
@@ -24,7 +24,7 @@ def _flag_type(hint):
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if hint in (int, float, str):
         return hint
-    if any(typing.get_origin(a) is tuple for a in args):  # int | tuple[int, ...]: "4" or "4,16"
+    if any(typing.get_origin(a) is tuple for a in args):  # int | tuple[int, ...]: "4" or "4/16"
         return _per_level(next(a for a in args if a in (int, float)))
     if len(args) == 1 and args[0] in (int, float):  # int | None
         return args[0]
@@ -36,7 +36,8 @@ def add_method_arguments(parser: argparse.ArgumentParser, drafters: tuple, accep
     """``--drafter`` (plain or one of ``drafters``), ``--acceptance`` and the configs' fields."""
     group = parser.add_argument_group("method (multispec.methods; unset flags keep the config defaults)")
     group.add_argument("--drafter", choices=["plain", *(c.name for c in drafters)], default=default_drafter)
-    group.add_argument("--acceptance", choices=[c.name for c in acceptances], default=default_acceptance)
+    group.add_argument("--acceptance", choices=[c.name for c in acceptances],
+                       help=f"default: {default_acceptance} (exact with --drafter plain)")
     seen = {}
     for config in (*drafters, *acceptances):
         hints = typing.get_type_hints(config)
@@ -50,11 +51,12 @@ def add_method_arguments(parser: argparse.ArgumentParser, drafters: tuple, accep
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {users}")
         else:
             group.add_argument(flag, type=_flag_type(hint), default=None, help=f"default: {users}")
-    parser.set_defaults(method_fields=tuple(seen))
+    parser.set_defaults(method_fields=tuple(seen), default_acceptance=default_acceptance)
 
 
 def method_from_args(args: argparse.Namespace) -> Method:
     """The :class:`Method` the flags of :func:`add_method_arguments` describe (ValueError if a given
     flag does not apply to the chosen drafter and rule)."""
     settings = {name: getattr(args, name) for name in args.method_fields}
-    return method_from_names(args.drafter, args.acceptance, **settings)
+    acceptance = args.acceptance or ("exact" if args.drafter == "plain" else args.default_acceptance)
+    return method_from_names(args.drafter, acceptance, **settings)

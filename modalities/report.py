@@ -4,7 +4,7 @@ sweep plot. No modality here."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from multispec.stats import DecodingStats
 
@@ -52,15 +52,6 @@ class MethodTally:
                 "tau": round(self.new_tokens / self.steps, 3),
                 "acceptance": None if self.drafted == 0 else round(self.accepted / self.drafted, 3),
                 "moved_mass_per_token": round(self.moved_mass / self.new_tokens, 4)}
-
-
-def spec_columns(spec) -> dict:
-    """A method spec (a dataclass with ``name`` and ``acceptance``) as result-row settings; the
-    acceptance rule is called ``rule`` there (what :func:`save_sweep_plot` groups by), since
-    ``acceptance`` is the measured acceptance rate."""
-    columns = {k: v for k, v in asdict(spec).items() if k != "name"}
-    columns["rule"] = columns.pop("acceptance")
-    return columns
 
 
 def markdown_table(rows: list[dict], columns) -> str:

@@ -37,7 +37,9 @@ def _draft_length(num: int, maximum: int, minimum: int = 1) -> None:
 
 
 def _per_level(values) -> str:
-    return "/".join(map(str, values)) if isinstance(values, tuple) else str(values)
+    """``4``, ``4/16``, ``0.1/1``: floats as ``:g`` (like the other labels), so 1.0 reads as the 1 typed."""
+    return "/".join(format(v, "g") if isinstance(v, float) else str(v)
+                    for v in (values if isinstance(values, tuple) else (values,)))
 
 
 # ---- drafters -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import torch
 
 import multispec
 from modalities.text import make_drafter
+from multispec.methods import method_from_names
 from models import zoo
 
 from conftest import hf_greedy
@@ -39,7 +40,7 @@ def test_exact_methods_match_plain_greedy_on_heldout_prompts(bundled):
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         reference = hf_greedy(target, ids, 24)
         for method in ("plain", "draft", "lookup", "layerskip"):
-            out = multispec.generate(target, ids, drafter=make_drafter(method, target, draft), max_new_tokens=24)
+            out = multispec.generate(target, ids, drafter=make_drafter(method_from_names(method).drafter, target, draft), max_new_tokens=24)
             assert torch.equal(out.sequences, reference), f"{method} differs from greedy on {prompt[:40]!r}"
 
 

@@ -9,6 +9,7 @@ import torch
 
 import multispec
 from modalities.text import encode_prompt, make_drafter
+from multispec.methods import method_from_names
 from models import pretrained, zoo
 
 from conftest import hf_greedy
@@ -47,7 +48,8 @@ def test_exact_methods_equal_hf_greedy_on_chat_prompts(smollm2, method):
         assert int(ids[0, 0]) == tokenizer.convert_tokens_to_ids("<|im_start|>")
         reference = hf_greedy(model, ids, 20)
         # 'draft': the target drafting for itself, so every draft is right and whole drafts are accepted
-        drafter = make_drafter(method, model, model, layerskip_layers=8)
+        config = method_from_names(method, num_layers=8 if method == "layerskip" else None).drafter
+        drafter = make_drafter(config, model, model)
         out = multispec.generate(model, ids, drafter=drafter, max_new_tokens=20)
         assert torch.equal(out.sequences, reference), (method, prompt)
 

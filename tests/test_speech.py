@@ -6,12 +6,16 @@ import torch
 import transformers
 
 from modalities.speech.codec import MelRVQCodec, MelRVQConfig
-from modalities.speech.generation import SpeechModels, generate_codes, generate_speech, make_acceptance
+from modalities.speech.generation import SpeechModels, generate_codes, generate_speech, make_acceptance, make_drafter
 from modalities.speech.vocab import (CODE_OFFSET, EOS, INDEX_OFFSET, PHONE_CODE_OFFSET, PHONES, encode_phones,
                                      encode_text, text_to_phones)
 from multispec.guidance import GuidedLM
+from multispec.methods import (AdditiveConfig, DraftModelConfig, ExactConfig, JacobiConfig, Method, NeighborhoodConfig,
+                               PromptLookupConfig, TopKConfig)
 
 C = 16
+PLAIN, DRAFT = Method(), DraftModelConfig()
+DRAFTERS = {"draft": DRAFT, "jacobi": JacobiConfig(), "lookup": PromptLookupConfig()}
 
 
 def tiny_lm(vocab, layers, hidden, seed):
@@ -42,12 +46,12 @@ TEXTS = ["hello there.", "a short test, of speech!"]
 
 
 @pytest.mark.parametrize("layout", ["flattened", "delay", "aligned"])
-@pytest.mark.parametrize("drafter", ["draft", "sjd", "lookup"])
+@pytest.mark.parametrize("drafter", ["draft", "jacobi", "lookup"])
 def test_exact_methods_equal_plain_greedy(layout, drafter):
     m = models(layout)
     for text in TEXTS:
-        plain = generate_codes(m, text, "plain", max_seconds=0.3)
-        fast = generate_codes(m, text, drafter, max_seconds=0.3)
+        plain = generate_codes(m, text, PLAIN, max_seconds=0.3)
+        fast = generate_codes(m, text, Method(DRAFTERS[drafter]), max_seconds=0.3)
         assert torch.equal(plain.tokens, fast.tokens)
         assert plain.frames.shape[1] == 2
 
@@ -55,9 +59,9 @@ def test_exact_methods_equal_plain_greedy(layout, drafter):
 @pytest.mark.parametrize("layout", ["flattened", "delay", "aligned"])
 def test_every_audio_token_sits_in_its_slot(layout):
     m = models(layout)
-    for acceptance in ("topk", "additive", "neighbors"):
+    for acceptance in (TopKConfig(k=50), AdditiveConfig(beta=0.5), NeighborhoodConfig(delta=0.5, neighbors=64)):
         for temperature in (0.0, 1.0):
-            sample = generate_codes(m, TEXTS[1], "draft", acceptance, tolerance=0.5, k=50, max_seconds=0.3,
+            sample = generate_codes(m, TEXTS[1], Method(DRAFT, acceptance), max_seconds=0.3,
                                     temperature=temperature, generator=torch.Generator().manual_seed(0))
             tokens = sample.tokens
             allowed = m.layout.allowed_masks(torch.arange(tokens.shape[0]), m.vocab_size)
@@ -67,14 +71,14 @@ def test_every_audio_token_sits_in_its_slot(layout):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_zero_tolerance_is_exact(temperature):
     m = models()
-    cases = (("additive", 0.0, 3, 0.0), ("neighbors", 0.0, 3, 0.0), ("topk", 0.1, 1, 0.0), ("topk", 0.1, 8, 1.0))
-    for acceptance, tolerance, k, min_ratio in cases:
-        if acceptance == "topk" and temperature:
+    cases = (AdditiveConfig(beta=0.0), AdditiveConfig(beta=(0.0, 0.0)), NeighborhoodConfig(delta=0.0, neighbors=64),
+             TopKConfig(k=1), TopKConfig(k=(1, 1)), TopKConfig(k=8, min_ratio=1.0))
+    for acceptance in cases:
+        if isinstance(acceptance, TopKConfig) and temperature:
             continue  # top-1 tolerance (or the floor ρ = 1) is the greedy rule only
-        exact = generate_codes(m, TEXTS[0], "draft", "exact", max_seconds=0.3, temperature=temperature,
+        exact = generate_codes(m, TEXTS[0], Method(DRAFT, ExactConfig()), max_seconds=0.3, temperature=temperature,
                                generator=torch.Generator().manual_seed(2))
-        tolerant = generate_codes(m, TEXTS[0], "draft", acceptance, tolerance=tolerance, k=k, max_seconds=0.3,
-                                  min_ratio=min_ratio, temperature=temperature,
+        tolerant = generate_codes(m, TEXTS[0], Method(DRAFT, acceptance), max_seconds=0.3, temperature=temperature,
                                   generator=torch.Generator().manual_seed(2))
         assert torch.equal(exact.tokens, tolerant.tokens), acceptance
 
@@ -82,21 +86,32 @@ def test_zero_tolerance_is_exact(temperature):
 def test_tolerance_per_level_and_speech_output():
     m = models()
     with pytest.raises(ValueError, match="one β per codebook level"):
-        generate_codes(m, TEXTS[0], "draft", "additive", tolerance=[0.1, 0.2, 0.3])
-    sample = generate_codes(m, TEXTS[0], "draft", "additive", tolerance=[0.0, 0.5], max_seconds=0.3)
+        generate_codes(m, TEXTS[0], Method(DRAFT, AdditiveConfig(beta=(0.1, 0.2, 0.3))))
+    sample = generate_codes(m, TEXTS[0], Method(DRAFT, AdditiveConfig(beta=(0.0, 0.5))), max_seconds=0.3)
     assert sample.frames.shape[1] == 2
     with pytest.raises(ValueError, match="one k per codebook level"):
-        generate_codes(m, TEXTS[0], "draft", "topk", k=[2])
-    loose_residual = make_acceptance(m, "topk", k=[1, C])  # level 0 greedy-exact, level 1 any code
+        generate_codes(m, TEXTS[0], Method(DRAFT, TopKConfig(k=(2,))))
+    loose_residual = make_acceptance(m, TopKConfig(k=(1, C)))  # level 0 greedy-exact, level 1 any code
     level0, level1 = m.layout.offset, m.layout.offset + C
     ramp = torch.linspace(1, 2, C)
     p = torch.zeros(3, m.vocab_size)  # each position allows its own level's codes only (the slot mask)
     p[:2, level1:level1 + C] = p[2, level0:level0 + C] = ramp / ramp.sum()
     x = torch.tensor([level1, level1 + 1, level0])  # each its level's least likely code: only level 1's pass
     assert loose_residual(x, None, p, greedy=True).num_accepted == 2
-    assert make_acceptance(m, "topk", k=[1, 1])(x, None, p, greedy=True).num_accepted == 0
-    wave, stats = generate_speech(m, TEXTS[0], drafter="draft", max_seconds=0.2)
+    assert make_acceptance(m, TopKConfig(k=(1, 1)))(x, None, p, greedy=True).num_accepted == 0
+    assert make_acceptance(m, ExactConfig()) is None
+    wave, stats = generate_speech(m, TEXTS[0], method=Method(DRAFT), max_seconds=0.2)
     assert wave.ndim == 1 and stats.new_tokens > 0
+
+
+def test_configs_the_speech_adapter_does_not_build_are_refused():
+    from multispec.methods import LayerSkipConfig, TypicalConfig
+    m = models()
+    with pytest.raises(ValueError, match="no 'layerskip' drafter; it supports plain, draft, jacobi, lookup"):
+        make_drafter(m, LayerSkipConfig(), m.encode(TEXTS[0]))
+    with pytest.raises(ValueError, match="no 'typical' acceptance"):
+        make_acceptance(m, TypicalConfig())
+    assert make_drafter(m, None, m.encode(TEXTS[0])) is None
 
 
 def test_text_errors():
@@ -121,8 +136,8 @@ def test_phone_prompts_and_aligned_decoding():
         encode_phones(["ah"] * 1000)
     m = models("aligned")
     for temperature in (0.0, 1.0):  # index and phone slots only name the prompt's phones; tolerance never moves them
-        sample = generate_codes(m, TEXTS[1], "draft", "topk", k=50, max_seconds=0.3, temperature=temperature,
-                                generator=torch.Generator().manual_seed(0))
+        sample = generate_codes(m, TEXTS[1], Method(DRAFT, TopKConfig(k=50)), max_seconds=0.3,
+                                temperature=temperature, generator=torch.Generator().manual_seed(0))
         index, named = m.layout.phone_index(sample.tokens), m.layout.phones(sample.tokens)
         assert index.numel() == named.numel() == sample.frames.shape[0] > 0
         assert index.max() < len(text_to_phones(TEXTS[1]))
@@ -157,6 +172,8 @@ def test_bench_report_has_every_method_and_writes_files(tmp_path):
 def test_bench_method_selection():
     from modalities.speech import bench
     assert [m.name for m in bench.select_methods("draft+topk k=4, draft")] == ["plain", "draft+topk k=4", "draft"]
+    assert bench.select_methods("draft+additive β=0.1/1, draft+neighborhood δ=0.2")[1:] == (
+        Method(DRAFT, AdditiveConfig(beta=(0.1, 1.0))), Method(DRAFT, NeighborhoodConfig(delta=0.2)))
     with pytest.raises(ValueError, match="unknown methods"):
         bench.select_methods("draft,fastest")
 
@@ -166,21 +183,27 @@ def test_bench_draft_length_reaches_the_drafter(monkeypatch):
     seen = []
     make_drafter = generation.make_drafter
 
-    def spy(models, drafter, prompt, num_draft_tokens=4, *args):
-        seen.append(num_draft_tokens)
-        return make_drafter(models, drafter, prompt, num_draft_tokens, *args)
+    def spy(models, config, prompt):
+        drafter = make_drafter(models, config, prompt)
+        seen.append(None if config is None else (config.num_draft_tokens, drafter.length.initial))
+        return drafter
     monkeypatch.setattr(generation, "make_drafter", spy)
-    methods = bench.select_methods("draft, draft+topk k=4/16 γ=8")
+    methods = bench.select_methods("draft, draft γ=8+topk k=4/16")
     (plain, exact, tolerant) = bench.run(models(), ["hello there."], methods, max_seconds=0.2, progress=False)
-    assert sorted(seen) == [4, 4, 8]  # plain, draft (γ 4 by default), γ=8
+    assert seen == [None, (4, 4), (8, 8)]  # plain (no drafter), draft (γ 4 by default), γ=8
     assert max(tolerant.outputs[0].stats.accepted_per_step) <= 8
 
 
 def test_cli_reads_one_value_per_codebook_level(capsys):
     from modalities.cli import build_parser
-    args = build_parser().parse_args(["speech", "hi", "--k", "4/256", "--tolerance", "0.1/1"])
-    assert args.k == [4, 256] and args.tolerance == [0.1, 1.0]
+    from modalities.method_args import method_from_args
+    args = build_parser().parse_args(["speech", "hi", "--k", "4/256", "--beta", "0.1/1"])
+    assert args.k == (4, 256) and args.beta == (0.1, 1.0)
     assert build_parser().parse_args(["speech", "hi", "--k", "4"]).k == 4
+    args = build_parser().parse_args(["speech", "hi", "--acceptance", "topk", "--k", "4/256"])
+    assert method_from_args(args) == Method(DRAFT, TopKConfig(k=(4, 256)))
+    args = build_parser().parse_args(["speech", "hi", "--acceptance", "additive", "--beta", "0.1/1"])
+    assert method_from_args(args) == Method(DRAFT, AdditiveConfig(beta=(0.1, 1.0)))
     with pytest.raises(SystemExit):
         build_parser().parse_args(["speech", "hi", "--k", "4/x"])
     assert "'4/x'" in capsys.readouterr().err

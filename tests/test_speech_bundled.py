@@ -8,6 +8,7 @@ import torch
 from modalities.speech.generation import SpeechModels, generate_codes
 from modalities.speech.vocab import text_to_phones
 from models import zoo
+from multispec.methods import DraftModelConfig, Method, TopKConfig
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,8 @@ def test_bundled_speech_models_load(bundled):
 
 def test_exact_decoding_equals_plain_greedy_on_heldout_sentences(bundled):
     for text in heldout_sentences():
-        plain = generate_codes(bundled, text, "plain", max_seconds=1.0, temperature=0.0)
-        fast = generate_codes(bundled, text, "draft", max_seconds=1.0, temperature=0.0)
+        plain = generate_codes(bundled, text, Method(), max_seconds=1.0, temperature=0.0)
+        fast = generate_codes(bundled, text, Method(DraftModelConfig()), max_seconds=1.0, temperature=0.0)
         assert torch.equal(plain.tokens, fast.tokens)
         index = bundled.layout.phone_index(plain.tokens)
         assert index.numel() > 0 and index.max() < len(text_to_phones(text))
@@ -37,6 +38,6 @@ def test_exact_decoding_equals_plain_greedy_on_heldout_sentences(bundled):
 
 def test_default_sampling_is_reproducible_under_a_seed(bundled):
     text = heldout_sentences(1)[0]
-    runs = [generate_codes(bundled, text, "draft", "topk", k=4, max_seconds=1.0,
+    runs = [generate_codes(bundled, text, Method(DraftModelConfig(), TopKConfig(k=4)), max_seconds=1.0,
                            generator=torch.Generator().manual_seed(3)) for _ in range(2)]
     assert torch.equal(runs[0].tokens, runs[1].tokens) and runs[0].frames.shape[0] > 0

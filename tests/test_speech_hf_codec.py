@@ -16,6 +16,7 @@ from modalities.cli import main
 from modalities.speech.codec import Codec, HFCodec, MelCodec, MelRVQCodec, load_codec
 from modalities.speech.generation import SpeechModels, generate_codes, generate_speech, make_layout
 from modalities.speech.vocab import CODE_OFFSET, EOS, PAD
+from multispec.methods import DraftModelConfig, Method, NeighborhoodConfig, PromptLookupConfig
 
 KINDS = ("encodec", "dac", "mimi")
 LAYOUT = {"encodec": "flattened", "dac": "delay", "mimi": "flattened"}  # delay covers the pad corner too
@@ -74,17 +75,18 @@ def test_generate_speech_greedy_speculative_equals_plain(folders):
     models = SpeechModels.from_folders(paths["target"], paths["codec"], paths["draft"])
     assert isinstance(models.codec, HFCodec) and models.codec.num_codebooks == 2
     for text in TEXTS:
-        plain = generate_codes(models, text, "plain", max_seconds=seconds, temperature=0.0)
-        for drafter in ("draft", "lookup"):
-            fast = generate_codes(models, text, drafter, max_seconds=seconds, temperature=0.0)
-            assert torch.equal(plain.tokens, fast.tokens), (kind, text, drafter)
+        plain = generate_codes(models, text, Method(), max_seconds=seconds, temperature=0.0)
+        for drafter in (DraftModelConfig(), PromptLookupConfig()):
+            fast = generate_codes(models, text, Method(drafter), max_seconds=seconds, temperature=0.0)
+            assert torch.equal(plain.tokens, fast.tokens), (kind, text, drafter.name)
         assert plain.frames.shape[0] > 0 and plain.frames.shape[1] == 2
-    wave, stats = generate_speech(models, TEXTS[0], drafter="draft", max_seconds=seconds, temperature=0.0)
-    frames = generate_codes(models, TEXTS[0], "plain", max_seconds=seconds, temperature=0.0).frames
+    wave, stats = generate_speech(models, TEXTS[0], method=Method(DraftModelConfig()), max_seconds=seconds,
+                                  temperature=0.0)
+    frames = generate_codes(models, TEXTS[0], Method(), max_seconds=seconds, temperature=0.0).frames
     assert torch.equal(wave, models.codec.decode(frames)) and wave.dim() == 1 and stats.new_tokens > 0
-    # the neighbours rule searches the codec's own code tables
-    tolerant = generate_codes(models, TEXTS[1], "draft", "neighbors", tolerance=0.5, max_seconds=seconds,
-                              temperature=0.0)
+    # the neighbourhood rule searches the codec's own code tables
+    tolerant = generate_codes(models, TEXTS[1], Method(DraftModelConfig(), NeighborhoodConfig(delta=0.5, neighbors=64)),
+                              max_seconds=seconds, temperature=0.0)
     allowed = models.layout.allowed_masks(torch.arange(tolerant.tokens.shape[0]), models.vocab_size)
     assert allowed[torch.arange(tolerant.tokens.shape[0]), tolerant.tokens].all()
 
@@ -92,7 +94,7 @@ def test_generate_speech_greedy_speculative_equals_plain(folders):
 def test_speech_command_writes_a_wav(folders, tmp_path):
     _, paths, seconds = folders
     out = tmp_path / "out.wav"
-    assert main(["speech", TEXTS[0], *model_flags(paths), "--method", "draft", "--acceptance", "exact",
+    assert main(["speech", TEXTS[0], *model_flags(paths), "--drafter", "draft", "--acceptance", "exact",
                  "--temperature", "0", "--max-seconds", str(seconds), "-o", str(out)]) == 0
     audio, rate = soundfile.read(out)
     assert rate == load_codec(paths["codec"], 2).sample_rate and audio.ndim == 1 and len(audio) > 0

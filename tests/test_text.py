@@ -6,6 +6,7 @@ import torch
 
 import multispec
 from modalities.text import generate_text, load_pair, make_drafter, stream_text
+from multispec.methods import DraftModelConfig, Method, method_from_names
 from modalities.text.bench import load_prompts, run_bench
 from modalities.cli import main
 
@@ -27,7 +28,7 @@ def loaded(pair):
 def test_generate_text_matches_hf_greedy(loaded, method):
     target, draft, tokenizer = loaded
     prompt = "def parse(text):\n    return text.split("
-    text, stats = generate_text(prompt, target, tokenizer, make_drafter(method, target, draft), max_new_tokens=20,
+    text, stats = generate_text(prompt, target, tokenizer, method=method_from_names(method), draft=draft, max_new_tokens=20,
                                 stop_at_eos=False)
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     ref = hf_greedy(target, ids, 20)[0, ids.shape[1]:]
@@ -37,7 +38,7 @@ def test_generate_text_matches_hf_greedy(loaded, method):
 
 def test_stream_pieces_join_to_the_text(loaded):
     target, draft, tokenizer = loaded
-    stream = stream_text("import os\n", target, tokenizer, make_drafter("draft", target, draft), max_new_tokens=24,
+    stream = stream_text("import os\n", target, tokenizer, make_drafter(DraftModelConfig(), target, draft), max_new_tokens=24,
                          stop_at_eos=False)
     pieces = list(stream)
     assert "".join(pieces) == tokenizer.decode(stream.token_ids, skip_special_tokens=True)
@@ -75,7 +76,7 @@ def test_mismatched_tokenizers_are_refused(pair, tmp_path):
 
 def test_cli_streams_text_and_stats(pair, capsys):
     code = main(["text", "def f(", "--target", str(pair["target"]), "--draft", str(pair["draft"]),
-                 "--method", "draft", "--max-new-tokens", "8", "--temperature", "0.8", "--top-p", "0.9",
+                 "--drafter", "draft", "--max-new-tokens", "8", "--temperature", "0.8", "--top-p", "0.9",
                  "--seed", "3"])
     out = capsys.readouterr()
     assert code == 0 and out.out.startswith("def f(") and "τ=" in out.err and "tok/s" in out.err
@@ -101,3 +102,16 @@ def test_bench_reports_every_method(loaded, tmp_path):
     for row in rows.values():  # greedy everywhere: every method reproduces plain decoding
         assert row["identical_to_plain"] == "2/2" and row["new_tokens"] == 24 and row["tau"] >= 1.0
     assert rows["plain"]["speedup"] == 1.0 and json.dumps(report)
+
+
+def test_method_or_drafter_not_both(loaded):
+    target, draft, tokenizer = loaded
+    with pytest.raises(ValueError, match="not both"):
+        stream_text("x", target, tokenizer, make_drafter(DraftModelConfig(), target, draft), method=Method())
+    with pytest.raises(ValueError, match="the text adapter has no 'neighborhood' acceptance; it supports exact, typical"):
+        generate_text("x", target, tokenizer, method=method_from_names("draft", "neighborhood"), draft=draft)
+
+
+def test_cli_flags_that_do_not_apply_are_refused(pair, capsys):
+    assert main(["text", "x", "--target", str(pair["target"]), "--drafter", "lookup", "--window", "4"]) == 2
+    assert "settings ['window'] do not apply to drafter 'lookup'" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Speech adapter: codecs that turn audio into code frames [T, K], layouts that turn frames into
-one token stream, and intelligibility metrics (pocketsphinx WER)."""
+one token stream, intelligibility metrics (pocketsphinx WER), generation, CLI and benchmark, on top
+of the multispec core. Knows nothing about the other adapters or the recipes."""
 
 from modalities.speech.codec import Codec, HFCodec, MelCodec, MelRVQCodec, MelRVQConfig, load_codec
 from modalities.speech.layouts import AlignedLayout, DelayLayout, FlattenedLayout

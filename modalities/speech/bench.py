@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,59 +24,52 @@ from tqdm import tqdm
 from modalities import report
 from modalities.report import MethodTally, rotated
 
+from multispec.methods import (AdditiveConfig, DraftModelConfig, JacobiConfig, Method, NeighborhoodConfig,
+                               PromptLookupConfig, TopKConfig)
+
 from .codec import MelCodec, MelRVQCodec, MelRVQConfig, check_wave
 from .generation import SpeechModels, generate_codes
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    drafter: str = "plain"
-    acceptance: str = "exact"
-    tolerance: float | tuple[float, ...] = 0.1  # β or δ; a tuple gives one β per codebook level
-    k: int | tuple[int, ...] = 3  # top-k; a tuple gives one k per codebook level
-    confidence: float = 0.0  # the draft stops after a token the drafter gave q(x) below this
-    num_draft_tokens: int = 4  # γ, tokens drafted per step
-    min_ratio: float = 0.0  # top-k only: a tolerated token also needs p(x) >= min_ratio · max p
-
-
+DRAFT, TOPK = DraftModelConfig(), TopKConfig
+STOP = DraftModelConfig(confidence_threshold=0.25)  # the draft stops after a token with q(x) < 0.25
 DEFAULT_METHODS = (
-    MethodSpec("plain"),
-    MethodSpec("draft", "draft"),
-    MethodSpec("draft+topk k=2", "draft", "topk", k=2),
-    MethodSpec("draft+topk k=4", "draft", "topk", k=4),
-    MethodSpec("draft+topk k=8", "draft", "topk", k=8),
+    Method(),
+    Method(DRAFT),
+    Method(DRAFT, TOPK(k=2)),
+    Method(DRAFT, TOPK(k=4)),
+    Method(DRAFT, TOPK(k=8)),
     # one k per codebook level (coarse/residual); 256 = the whole residual codebook: the drafter's code
-    MethodSpec("draft+topk k=4/16", "draft", "topk", k=(4, 16)),
-    MethodSpec("draft+topk k=4/256", "draft", "topk", k=(4, 256)),
-    MethodSpec("draft+additive β=0.3", "draft", "additive", tolerance=0.3),
-    MethodSpec("draft+neighbors δ=0.2", "draft", "neighbors", tolerance=0.2),
-    MethodSpec("lookup", "lookup"),
-    MethodSpec("lookup+topk k=4", "lookup", "topk", k=4),
+    Method(DRAFT, TOPK(k=(4, 16))),
+    Method(DRAFT, TOPK(k=(4, 256))),
+    Method(DRAFT, AdditiveConfig(beta=0.3)),
+    Method(DRAFT, NeighborhoodConfig(delta=0.2)),
+    Method(PromptLookupConfig()),
+    Method(PromptLookupConfig(), TOPK(k=4)),
 )
-# selectable with --methods: the draft stops after a token with q(x) < 0.25; more per-level settings
+# selectable with --methods: stopping drafts early, more per-level settings, other draft lengths γ
 EXTRA_METHODS = (
-    MethodSpec("draft stop@0.25", "draft", confidence=0.25),
-    MethodSpec("draft stop@0.25+topk k=4", "draft", "topk", k=4, confidence=0.25),
-    MethodSpec("draft+topk k=2/256", "draft", "topk", k=(2, 256)),
-    MethodSpec("draft+additive β=0.1/1", "draft", "additive", tolerance=(0.1, 1.0)),
-    MethodSpec("draft+topk k=3/16", "draft", "topk", k=(3, 16)),
-    MethodSpec("draft+topk k=4/16 ρ=0.1", "draft", "topk", k=(4, 16), min_ratio=0.1),
-    MethodSpec("draft+topk k=4/16 ρ=0.25", "draft", "topk", k=(4, 16), min_ratio=0.25),
-    MethodSpec("draft+topk k=8/16 ρ=0.25", "draft", "topk", k=(8, 16), min_ratio=0.25),
-    MethodSpec("draft+topk k=4/8", "draft", "topk", k=(4, 8)),
-    MethodSpec("draft+topk k=2/16", "draft", "topk", k=(2, 16)),
-    MethodSpec("draft+topk k=1/16", "draft", "topk", k=(1, 16)),
-    MethodSpec("draft γ=6", "draft", num_draft_tokens=6),
-    MethodSpec("draft+topk k=4/16 γ=6", "draft", "topk", k=(4, 16), num_draft_tokens=6),
-    MethodSpec("draft+topk k=2/16 γ=6", "draft", "topk", k=(2, 16), num_draft_tokens=6),
-    MethodSpec("draft+topk k=4/16 γ=8", "draft", "topk", k=(4, 16), num_draft_tokens=8),
+    Method(STOP),
+    Method(STOP, TOPK(k=4)),
+    Method(DRAFT, TOPK(k=(2, 256))),
+    Method(DRAFT, AdditiveConfig(beta=(0.1, 1.0))),
+    Method(DRAFT, TOPK(k=(3, 16))),
+    Method(DRAFT, TOPK(k=(4, 16), min_ratio=0.1)),
+    Method(DRAFT, TOPK(k=(4, 16), min_ratio=0.25)),
+    Method(DRAFT, TOPK(k=(8, 16), min_ratio=0.25)),
+    Method(DRAFT, TOPK(k=(4, 8))),
+    Method(DRAFT, TOPK(k=(2, 16))),
+    Method(DRAFT, TOPK(k=(1, 16))),
+    Method(DraftModelConfig(num_draft_tokens=6)),
+    Method(DraftModelConfig(num_draft_tokens=6), TOPK(k=(4, 16))),
+    Method(DraftModelConfig(num_draft_tokens=6), TOPK(k=(2, 16))),
+    Method(DraftModelConfig(num_draft_tokens=8), TOPK(k=(4, 16))),
 )
-WITH_JACOBI = DEFAULT_METHODS[:2] + (MethodSpec("sjd", "sjd"), MethodSpec("sjd+topk k=4", "sjd", "topk", k=4))
+WITH_JACOBI = DEFAULT_METHODS[:2] + (Method(JacobiConfig()), Method(JacobiConfig(), TOPK(k=4)))
 QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[3])
 
 
-def select_methods(names: str) -> tuple[MethodSpec, ...]:
+def select_methods(names: str) -> tuple[Method, ...]:
     """The default methods named in ``names`` (comma-separated), plain first (the baseline)."""
     known = {spec.name: spec for spec in DEFAULT_METHODS + EXTRA_METHODS + WITH_JACOBI}
     wanted = [name.strip() for name in names.split(",") if name.strip()]
@@ -97,11 +89,8 @@ def run(models: SpeechModels, sentences: list[str], methods=DEFAULT_METHODS, *, 
             spec = methods[m]
 
             def one(spec=spec, text=text, j=j):
-                sample = generate_codes(models, text, spec.drafter, spec.acceptance, temperature=temperature,
-                                        top_k=top_k, max_seconds=max_seconds, tolerance=spec.tolerance, k=spec.k,
-                                        confidence_threshold=spec.confidence,
-                                        num_draft_tokens=spec.num_draft_tokens, min_ratio=spec.min_ratio,
-                                        generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
+                sample = generate_codes(models, text, spec, temperature=temperature, top_k=top_k,
+                                        max_seconds=max_seconds, generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
                 return sample, sample.stats
             tallies[m].timed(one)
     return tallies
@@ -164,7 +153,7 @@ def score(models: SpeechModels, results: list[MethodTally], sentences: list[str]
         distances = [log_mel_distance(a, b) for a, b in zip(log_mels, plain_log_mels)]
         lengths = sum(a.frames.shape[0] for a in outputs) / max(1, sum(b.frames.shape[0] for b in plain))
         rows.append({
-            "method": tally.spec.name, **report.spec_columns(tally.spec),
+            "method": tally.spec.name, **tally.spec.columns(),
             "sentences": len(outputs), **tally.speed_columns(results[0].wall_s),
             "wer": round(corpus_wer(zip(sentences, hyps)), 4) if wer else None,
             "log_mel_l1_vs_plain": round(sum(distances) / len(outputs), 4), "length_ratio": round(lengths, 3),
@@ -184,7 +173,7 @@ def markdown_table(rows: list[dict]) -> str:
 def save_sweep_plot(rows: list[dict], path: Path) -> None:
     """Speedup against WER and log-mel distance to plain, one line per rule family."""
     report.save_sweep_plot(rows, path, ("wer", "log_mel_l1_vs_plain"),
-                           (("topk", "o"), ("additive", "s"), ("neighbors", "D"), ("exact", "^")),
+                           (("topk", "o"), ("additive", "s"), ("neighborhood", "D"), ("exact", "^")),
                            "speech decoding: speed against quality (pocketsphinx WER, codec log-mel)")
 
 

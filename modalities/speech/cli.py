@@ -10,6 +10,9 @@ from pathlib import Path
 import torch
 
 from . import bench
+from multispec.methods import Method
+
+from ..method_args import add_method_arguments, method_from_args
 from .generation import ACCEPTANCES, DRAFTERS, SpeechModels, generate_codes
 
 
@@ -49,20 +52,19 @@ def run_speech(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     models = load_models(args)
-    kwargs = dict(temperature=args.temperature, top_k=args.top_k, max_seconds=args.max_seconds,
-                  tolerance=args.tolerance, k=args.k, min_ratio=args.min_ratio)
-    sample = generate_codes(models, args.text, args.method, args.acceptance,
-                            generator=torch.Generator().manual_seed(args.seed), **kwargs)
+    method = method_from_args(args)
+    kwargs = dict(temperature=args.temperature, top_k=args.top_k, max_seconds=args.max_seconds)
+    sample = generate_codes(models, args.text, method, generator=torch.Generator().manual_seed(args.seed), **kwargs)
     wave = models.codec.decode(sample.frames) if sample.frames.shape[0] else torch.zeros(0)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(out, wave.numpy(), models.codec.sample_rate)
     stats = sample.stats
-    line = (f"[{args.method}/{args.acceptance}] {wave.numel() / models.codec.sample_rate:.2f} s of audio -> {out}: "
+    line = (f"[{method.name}] {wave.numel() / models.codec.sample_rate:.2f} s of audio -> {out}: "
             f"{stats.summary()}")
-    if args.compare_plain and (args.method, args.acceptance) != ("plain", "exact"):
+    if args.compare_plain and method.drafter is not None:
         t0 = time.perf_counter()
-        generate_codes(models, args.text, "plain", "exact", generator=torch.Generator().manual_seed(args.seed),
+        generate_codes(models, args.text, Method(), generator=torch.Generator().manual_seed(args.seed),
                        **kwargs)
         plain = time.perf_counter() - t0
         line += f" | plain {plain:.2f} s, speedup {plain / stats.wall_s:.2f}x"
@@ -99,28 +101,10 @@ def run_bench(args) -> int:
     return 0
 
 
-def _per_level(number):
-    """argparse type: one number, or one per codebook level separated by '/' (a list)."""
-    def parse(text: str):
-        try:
-            values = [number(part) for part in text.split("/")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number or numbers separated by '/', got {text!r}")
-        return values[0] if len(values) == 1 else values
-    return parse
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser("speech", help="speak text with speculative decoding over codec tokens")
     parser.add_argument("text")
-    parser.add_argument("--method", choices=DRAFTERS, default="draft", help="drafter")
-    parser.add_argument("--acceptance", choices=ACCEPTANCES, default="topk")
-    parser.add_argument("--tolerance", type=_per_level(float), default=0.1,
-                        help="β (additive; one per codebook level as 0.1/1) or δ (neighbors)")
-    parser.add_argument("--k", type=_per_level(int), default=4,
-                        help="top-k tolerance k, or one per codebook level (4/256: any residual code)")
-    parser.add_argument("--min-ratio", type=float, default=0.0,
-                        help="top-k: tolerate a token only if also p(x) >= this · max p (0 = plain top-k)")
+    add_method_arguments(parser, DRAFTERS, ACCEPTANCES, default_drafter="draft", default_acceptance="topk")
     parser.add_argument("--max-seconds", type=float, default=6.0)
     parser.add_argument("-o", "--output", default="runs/speech/sample.wav")
     parser.add_argument("--compare-plain", action=argparse.BooleanOptionalAction, default=True)

@@ -4,14 +4,15 @@ The speech model is a transformers causal LM over [bos] text [sep] audio tokens 
 :mod:`modalities.speech.vocab`). Both target and drafter run inside a
 :class:`~multispec.guidance.GuidedLM` whose mask lets each audio position hold only its layout
 slot's codebook (and eos at frame boundaries), so a draft token outside its slot has p = 0 and is
-never accepted, by any rule. Methods: a drafter (``plain``, ``draft`` model, ``sjd``, ``lookup``
-of earlier frames) and an acceptance rule (``exact``; ``topk`` tolerance; ``additive`` β per codebook
-level; ``neighbors``: LANTERN over each codec codebook with budget δ). Tolerance applies to codec
-codes only: eos and the aligned layout's phone-index (duration) tokens are always decided exactly.
+never accepted, by any rule. A method (:class:`multispec.methods.Method`) is a drafter (plain, the
+``draft`` model, a ``jacobi`` window, ``lookup`` of earlier frames) and an acceptance rule
+(``exact``; ``topk`` tolerance; ``additive`` β per codebook level; ``neighborhood``: LANTERN over
+each codec codebook with budget δ). Tolerance applies to codec codes only: eos and the aligned layout's phone-index (duration) tokens are always decided exactly.
 """
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -21,14 +22,16 @@ from multispec.acceptance import (AdditiveTolerance, ExactOn, NeighborhoodRelaxa
                                   TopKTolerance)
 from multispec.drafters import DraftModel, Jacobi, PromptLookup
 from multispec.guidance import GuidedLM
+from multispec.methods import (AdditiveConfig, DraftModelConfig, ExactConfig, JacobiConfig, Method, NeighborhoodConfig,
+                               PromptLookupConfig, TopKConfig, require_supported)
 from multispec.lm import context_length
 
 from .codec import CODEC_MEMBERS, Codec, load_codec
 from .layouts import AlignedLayout, DelayLayout, FlattenedLayout
 from .vocab import CODE_OFFSET, EOS, INDEX_OFFSET, MAX_PHONES, PHONE_OFFSET, PHONES, encode
 
-DRAFTERS = ("plain", "draft", "sjd", "lookup")
-ACCEPTANCES = ("exact", "topk", "additive", "neighbors")
+DRAFTERS = (DraftModelConfig, JacobiConfig, PromptLookupConfig)
+ACCEPTANCES = (ExactConfig, TopKConfig, AdditiveConfig, NeighborhoodConfig)
 
 
 LAYOUTS = ("flattened", "delay", "aligned")
@@ -187,45 +190,44 @@ class SpeechModels:
         return wanted if context is None else max(1, min(wanted, context - prompt_length))
 
 
-def make_drafter(models: SpeechModels, drafter: str, prompt: torch.Tensor, num_draft_tokens: int = 4,
-                 window: int = 16, confidence_threshold: float = 0.0):
-    if drafter == "plain":
+def make_drafter(models: SpeechModels, config, prompt: torch.Tensor):
+    """The drafter a method config asks for (None: plain decoding); ``lookup`` matches one frame's
+    tokens by default: earlier frames that continued them are free drafts of steady sounds."""
+    if config is None:
         return None
-    if drafter == "draft":
+    require_supported(config, DRAFTERS, "the speech adapter")
+    if isinstance(config, DraftModelConfig):
         if models.draft is None:
             raise ValueError("drafter 'draft' needs a draft model")
-        return DraftModel(models.guided(models.draft, prompt), num_draft_tokens=num_draft_tokens,
-                          confidence_threshold=confidence_threshold)
-    if drafter == "sjd":
+        return DraftModel(models.guided(models.draft, prompt), **dataclasses.asdict(config))
+    if isinstance(config, JacobiConfig):
         codes = torch.arange(models.layout.offset, models.layout.vocab_end)
-        return Jacobi(models.vocab_size, window=window, init_tokens=codes)
-    if drafter == "lookup":  # earlier frames that continued the last n tokens: free drafts of steady sounds
-        return PromptLookup(max_ngram=models.layout.tokens_per_frame, num_draft_tokens=num_draft_tokens)
-    raise ValueError(f"unknown drafter {drafter!r}; choose one of {', '.join(DRAFTERS)}")
+        return Jacobi(models.vocab_size, window=config.window, init_tokens=codes)
+    settings = dataclasses.asdict(config)
+    settings["max_ngram"] = config.max_ngram or models.layout.tokens_per_frame
+    return PromptLookup(**settings)
 
 
-def make_acceptance(models: SpeechModels, acceptance: str, tolerance: float | list[float] = 0.1,
-                    k: int | list[int] = 3, neighbors: int = 64, min_ratio: float = 0.0):
-    """None for ``exact``; ``topk`` uses k and ``additive`` β (each one number, or one per codebook
-    level, e.g. a loose k on the residual level only), top-k with the floor p(x) ≥ min_ratio·max p;
-    ``neighbors`` LANTERN with δ = tolerance over each codec codebook. Where eos is drafted or is
-    the target's most likely token, every tolerant rule decides exactly."""
-    if acceptance == "exact":
+def make_acceptance(models: SpeechModels, config):
+    """None for exact; ``topk`` k and ``additive`` β are one number or one per codebook level (e.g. a
+    loose k on the residual level only); ``neighborhood`` is LANTERN with budget δ over each codec
+    codebook. Where eos is drafted or is the target's most likely token, every tolerant rule
+    decides exactly."""
+    require_supported(config, ACCEPTANCES, "the speech adapter")
+    if isinstance(config, ExactConfig):
         return None
-    return ExactOn(_tolerant_rule(models, acceptance, tolerance, k, neighbors, min_ratio), models.exact_ids)
+    return ExactOn(_tolerant_rule(models, config), models.exact_ids)
 
 
-def _tolerant_rule(models: SpeechModels, acceptance: str, tolerance, k, neighbors: int, min_ratio: float):
-    if acceptance == "topk":
-        return TopKTolerance(k if isinstance(k, int) else per_level(models, k, "top-k", "k", 1).long(), min_ratio)
-    if acceptance == "additive":
-        return AdditiveTolerance(per_level(models, tolerance, "additive", "β", 0.0))
-    if acceptance == "neighbors":
-        if not isinstance(tolerance, (int, float)):
-            raise ValueError(f"neighbors tolerance is one budget δ for all levels, got {tolerance!r}")
-        return NeighborhoodRelaxation.from_codebooks(models.level_tables(), models.vocab_size, k=neighbors,
-                                                     delta=float(tolerance))
-    raise ValueError(f"unknown acceptance {acceptance!r}; choose one of {', '.join(ACCEPTANCES)}")
+def _tolerant_rule(models: SpeechModels, config):
+    if isinstance(config, TopKConfig):
+        k = config.k if isinstance(config.k, int) else per_level(models, config.k, "top-k", "k", 1).long()
+        return TopKTolerance(k, config.min_ratio)
+    if isinstance(config, AdditiveConfig):
+        return AdditiveTolerance(per_level(models, config.beta, "additive", "β", 0.0))
+    neighbors = config.neighbors or models.meta["codebook_size"] // 4
+    return NeighborhoodRelaxation.from_codebooks(models.level_tables(), models.vocab_size, k=neighbors,
+                                                 delta=float(config.delta), max_ratio=config.max_ratio)
 
 
 def per_level(models: SpeechModels, values, rule: str, symbol: str, elsewhere: float) -> torch.Tensor:
@@ -249,21 +251,17 @@ class SpeechSample:
     stats: multispec.DecodingStats
 
 
-def generate_codes(models: SpeechModels, text: str, drafter: str = "plain", acceptance: str = "exact", *,
+def generate_codes(models: SpeechModels, text: str, method: Method = Method(), *,
                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                   max_seconds: float = 6.0, tolerance: float | list[float] = 0.1, k: int | list[int] = 3,
-                   num_draft_tokens: int = 4, window: int = 16, confidence_threshold: float = 0.0,
-                   min_ratio: float = 0.0,
-                   generator: torch.Generator | None = None) -> SpeechSample:
-    """Codec frames for ``text`` through the core loop (plain decoding when drafter='plain').
+                   max_seconds: float = 6.0, generator: torch.Generator | None = None) -> SpeechSample:
+    """Codec frames for ``text`` through the core loop (``Method()``: plain decoding).
     ``temperature`` None uses the model's ``default_temperature`` (0 = greedy unless its card says)."""
     temperature = models.default_temperature if temperature is None else temperature
     prompt = models.encode(text)
     n = prompt.shape[1]
     out = multispec.generate(models.guided(models.target, prompt), prompt,
-                             drafter=make_drafter(models, drafter, prompt, num_draft_tokens, window,
-                                                  confidence_threshold),
-                             acceptance=make_acceptance(models, acceptance, tolerance, k, min_ratio=min_ratio),
+                             drafter=make_drafter(models, method.drafter, prompt),
+                             acceptance=make_acceptance(models, method.acceptance),
                              max_new_tokens=models.max_new_tokens(max_seconds, n), temperature=temperature,
                              top_k=top_k, top_p=top_p, eos_token_id=EOS, generator=generator)
     tokens = out.sequences[0, n:]

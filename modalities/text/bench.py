@@ -14,13 +14,15 @@ import json
 import pathlib
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
 import multispec
 from multispec.lm import CachedLM
+
+from multispec.methods import DraftModelConfig, JacobiConfig, LayerSkipConfig, PromptLookupConfig
 
 from .generation import encode_prompt, make_drafter
 
@@ -144,10 +146,10 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     prompts = [p if isinstance(p, tuple) else ("all", p) for p in prompts]
     methods = [m for m in methods if draft is not None or m not in MODEL_DRAFTERS]
     skip_layers = layerskip_layers or max(1, target.config.num_hidden_layers // 4)
-    drafters = {m: make_drafter(m, target, draft, skip_layers) for m in ("draft", "lookup", "layerskip", "jacobi")
-                if m in methods}
-    if "draft-fixed" in methods:
-        drafters["draft-fixed"] = make_drafter("draft", target, draft, num_draft_tokens=gamma, adaptive=False)
+    configs = {"draft": DraftModelConfig(), "draft-fixed": DraftModelConfig(num_draft_tokens=gamma, adaptive=False),
+               "lookup": PromptLookupConfig(), "layerskip": LayerSkipConfig(num_layers=skip_layers),
+               "jacobi": JacobiConfig()}
+    drafters = {m: make_drafter(config, target, draft) for m, config in configs.items() if m in methods}
     runners = {
         "plain": lambda ids: _run_multispec(target, None, ids, max_new_tokens),
         "hf-plain": lambda ids: _run_hf(target, ids, max_new_tokens),

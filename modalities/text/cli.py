@@ -8,7 +8,10 @@ import time
 import torch
 
 from . import bench
-from .generation import METHODS, make_drafter, stream_text
+from multispec.methods import DraftModelConfig
+
+from ..method_args import add_method_arguments, method_from_args
+from .generation import ACCEPTANCES, DRAFTERS, stream_text
 from .loading import load_pair
 
 
@@ -37,11 +40,11 @@ def run_text(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     target_path, draft_path = _resolve(args)
-    need_draft = args.method == "draft"
+    method = method_from_args(args)
+    need_draft = isinstance(method.drafter, DraftModelConfig)
     target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None, args.device, _dtype(args))
-    drafter = make_drafter(args.method, target, draft, args.layerskip_layers)
     generator = torch.Generator(device=target.device).manual_seed(args.seed) if args.seed is not None else None
-    stream = stream_text(args.prompt, target, tokenizer, drafter, max_new_tokens=args.max_new_tokens,
+    stream = stream_text(args.prompt, target, tokenizer, method=method, draft=draft, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator,
                          chat=args.chat)
     sys.stdout.write(args.prompt)
@@ -49,8 +52,8 @@ def run_text(args) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     stats = stream.stats
-    line = f"\n[{args.method}] {stats.summary()}"
-    if args.compare_plain and args.method != "plain":  # same prompt and settings, plain decoding, not shown
+    line = f"\n[{method.name}] {stats.summary()}"
+    if args.compare_plain and method.drafter is not None:  # same prompt and settings, plain decoding, not shown
         if args.seed is not None:
             generator.manual_seed(args.seed)
         plain = stream_text(args.prompt, target, tokenizer, None, max_new_tokens=args.max_new_tokens,
@@ -74,7 +77,7 @@ def run_bench(args) -> int:
         prompts = default_prompts(args.num_prompts, spec_bench=args.target is not None and not _bundled(args.target))
     started = time.time()
     report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods,
-                             max_new_tokens=args.max_new_tokens, layerskip_layers=args.layerskip_layers,
+                             max_new_tokens=args.max_new_tokens, layerskip_layers=args.num_layers,
                              gamma=args.gamma, chat=args.chat)
     report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started,
                   device=str(target.device), dtype=str(target.dtype))
@@ -102,7 +105,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "smollm2-135m-instruct or gemma3-270m (default: bundled text-target)")
     parser.add_argument("--draft", help="draft model (folder or name) sharing the target's tokenizer")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--layerskip-layers", type=int, help="layers the layerskip drafter keeps (default L/4)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="model dtype (default float32)")
@@ -116,7 +118,7 @@ def register(subparsers) -> None:
     text = subparsers.add_parser("text", help="generate text with speculative decoding")
     text.add_argument("prompt")
     _common(text)
-    text.add_argument("--method", choices=METHODS, default="draft")
+    add_method_arguments(text, DRAFTERS, ACCEPTANCES, default_drafter="draft")
     text.add_argument("--temperature", type=float, default=0.0)
     text.add_argument("--top-k", type=int)
     text.add_argument("--top-p", type=float)
@@ -133,6 +135,8 @@ def register_bench(subparsers) -> None:
     _common(parser)
     parser.add_argument("--prompts", help=".jsonl ({prompt} or Spec-Bench {turns}) or .txt, one per line")
     parser.add_argument("--num-prompts", type=int, help="use the first N prompts of each category")
+    parser.add_argument("--num-layers", type=int, help="layers the layerskip and hf-early-exit drafters keep "
+                        "(default: a quarter)")
     parser.add_argument("--gamma", type=int, default=4, help="draft length of the draft-fixed method")
     parser.add_argument("--methods", nargs="+", choices=bench.ALL_METHODS, default=list(bench.ALL_METHODS))
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,

@@ -1,33 +1,46 @@
 """Text in, text out: prompts through the tokenizer (and chat template), the core loop, streamed text out."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator
 
 import torch
 
 import multispec
+from multispec.acceptance import TypicalAcceptance
 from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
 from multispec.lm import output_vocab_size
+from multispec.methods import (DraftModelConfig, ExactConfig, JacobiConfig, LayerSkipConfig, Method, PromptLookupConfig,
+                               TypicalConfig, require_supported)
 
-METHODS = ("plain", "draft", "lookup", "layerskip", "jacobi")
+DRAFTERS = (DraftModelConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig)
+ACCEPTANCES = (ExactConfig, TypicalConfig)
 
 
-def make_drafter(method: str, target, draft=None, layerskip_layers: int | None = None, **drafter_kwargs):
-    """The drafter for a method name: plain | draft | lookup | layerskip | jacobi."""
-    if method == "plain":
+def make_drafter(config, target, draft=None):
+    """The drafter a method config asks for (None: plain decoding); ``draft`` is the separate draft
+    model of :class:`DraftModelConfig`; layer skip keeps a quarter of the target's layers by default."""
+    if config is None:
         return None
-    if method == "draft":
+    require_supported(config, DRAFTERS, "the text adapter")
+    settings = dataclasses.asdict(config)
+    if isinstance(config, DraftModelConfig):
         if draft is None:
-            raise ValueError("method 'draft' needs a draft model (--draft PATH)")
-        return DraftModel(draft, **drafter_kwargs)
-    if method == "lookup":
-        return PromptLookup(**drafter_kwargs)
-    if method == "layerskip":
-        layers = layerskip_layers or max(1, target.config.num_hidden_layers // 4)
-        return LayerSkip(target, layers, **drafter_kwargs)
-    if method == "jacobi":
-        return Jacobi(output_vocab_size(target), **drafter_kwargs)
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+            raise ValueError("drafter 'draft' needs a draft model (--draft PATH)")
+        return DraftModel(draft, **settings)
+    if isinstance(config, PromptLookupConfig):
+        settings["max_ngram"] = config.max_ngram or 3
+        return PromptLookup(**settings)
+    if isinstance(config, LayerSkipConfig):
+        settings["num_layers"] = config.num_layers or max(1, target.config.num_hidden_layers // 4)
+        return LayerSkip(target, **settings)
+    return Jacobi(output_vocab_size(target), window=config.window)
+
+
+def make_acceptance(config):
+    """None for exact (the core picks greedy equality or speculative sampling); else Medusa's typical rule."""
+    require_supported(config, ACCEPTANCES, "the text adapter")
+    return None if isinstance(config, ExactConfig) else TypicalAcceptance(epsilon=config.epsilon, delta=config.delta)
 
 
 def encode_prompt(prompt: str, tokenizer, chat: bool | None = None) -> torch.Tensor:
@@ -71,12 +84,19 @@ class TextStream:
             yield text[len(shown):]
 
 
-def stream_text(prompt: str, target, tokenizer, drafter=None, *, chat: bool | None = None,
-                stop_at_eos: bool = True, **generate_kwargs) -> TextStream:
+def stream_text(prompt: str, target, tokenizer, drafter=None, *, method: Method | None = None, draft=None,
+                chat: bool | None = None, stop_at_eos: bool = True, **generate_kwargs) -> TextStream:
     """Stream the continuation of ``prompt``; keyword arguments go to :func:`multispec.stream`.
 
-    ``stop_at_eos`` passes the tokenizer's eos id (the core itself never reads one from a config).
+    Either pass a ``drafter`` object (any :class:`multispec.Drafter`) or a ``method`` config (its
+    drafter built with ``draft`` as the draft model, and its acceptance rule). ``stop_at_eos``
+    passes the tokenizer's eos id (the core itself never reads one from a config).
     """
+    if method is not None:
+        if drafter is not None or "acceptance" in generate_kwargs:
+            raise ValueError("pass a method, or a drafter and acceptance, not both")
+        drafter = make_drafter(method.drafter, target, draft)
+        generate_kwargs["acceptance"] = make_acceptance(method.acceptance)
     input_ids = encode_prompt(prompt, tokenizer, chat).to(next(target.parameters()).device)
     if stop_at_eos and tokenizer.eos_token_id is not None:
         generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)

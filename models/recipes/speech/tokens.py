@@ -33,13 +33,13 @@ def frame_phones(phones: list, num_frames: int, frame_rate: float) -> torch.Tens
 
 
 def build(data_dir: Path, codec_dir: Path, out: Path, layout_name: str = "flattened",
-          max_seconds: float = 4.0) -> dict:
-    from modalities.speech.codec import MelRVQCodec
+          max_seconds: float = 4.0, num_codebooks: int | None = None) -> dict:
+    from modalities.speech.codec import load_codec
     from modalities.speech.generation import make_layout
     from modalities.speech.vocab import (CODE_OFFSET, EOS, PAD, PHONE_CODE_OFFSET, PHONE_OFFSET, encode_phones,
                                          encode_text)
 
-    codec = MelRVQCodec.from_pretrained(codec_dir)
+    codec = load_codec(codec_dir, num_codebooks)  # the bundled MelRVQ codec, or an HF EnCodec/DAC/Mimi folder
     aligned = layout_name == "aligned"
     meta = {"modality": "speech", "layout": layout_name, "num_codebooks": codec.num_codebooks,
             "codebook_size": codec.codebook_size, "frame_rate": codec.frame_rate,
@@ -93,9 +93,10 @@ def main() -> None:
     ap.add_argument("--layout", choices=["flattened", "delay", "aligned"], default="aligned",
                     help="aligned (phones, the bundled model) or flattened / delay (characters)")
     ap.add_argument("--max-seconds", type=float, default=4.0)
+    ap.add_argument("--num-codebooks", type=int, help="K of a Hugging Face codec (default: its own)")
     ap.add_argument("--out", type=Path, default=Path("runs/speech/ar"))
     args = ap.parse_args()
-    meta = build(args.data, args.codec, args.out, args.layout, args.max_seconds)
+    meta = build(args.data, args.codec, args.out, args.layout, args.max_seconds, args.num_codebooks)
     print(json.dumps({k: meta[k] for k in ("vocab_size", "seq_len", "train_sequences", "heldout_sequences",
                                            "skipped_longer_than_s")}))
 
