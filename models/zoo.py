@@ -23,6 +23,7 @@ import pathlib
 import torch
 
 from . import pretrained
+from .token_meta import TokenModelMeta
 
 ROOT = pathlib.Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
@@ -145,14 +146,14 @@ def load(name: str, dtype: torch.dtype = torch.float32, device: str | None = Non
     return load_token_lm(folder, dtype, device)
 
 
-def load_token_lm(folder, dtype: torch.dtype = torch.float32, device: str | None = None):
-    """(model in eval mode, vocabulary meta) from an image or speech model folder (safetensors +
-    ``multispec.json``); refuses a folder without the meta and weights that do not match."""
+def load_token_lm(folder, dtype: torch.dtype = torch.float32, device: str | None = None, *,
+                  meta_class: type[TokenModelMeta] = TokenModelMeta):
+    """(model in eval mode, its ``multispec.json`` as ``meta_class``) from an image or speech model
+    folder; refuses a folder without the card, a card that fails the schema, and weights that do
+    not match the model."""
     folder = pathlib.Path(folder)
-    meta = folder / "multispec.json"
-    if not meta.is_file():
-        raise ValueError(f"{folder} has no multispec.json: not a multispec image or speech model folder")
-    return _load_causal_lm(folder, dtype, device), json.loads(meta.read_text())
+    meta = meta_class.read(folder)
+    return _load_causal_lm(folder, dtype, device), meta
 
 
 def _load_causal_lm(folder: pathlib.Path, dtype: torch.dtype, device: str | None):

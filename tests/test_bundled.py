@@ -72,3 +72,19 @@ def test_bench_takes_the_first_prompts_of_each_category_of_the_bundled_file():
     categories = sorted({c for c, _ in everything})
     assert sorted(c for c, _ in first_two) == sorted(categories * 2)
     assert all(p in everything for p in first_two)
+
+
+def test_every_bundled_token_model_card_passes_its_schema():
+    """multispec.json of the bundled image and speech models is a typed card; a broken one is refused."""
+    from modalities.image.generation import ImageMeta
+    from modalities.speech.vocab import SpeechMeta
+    for name, kind in (("image-target", ImageMeta), ("image-draft", ImageMeta), ("speech-target", SpeechMeta),
+                       ("speech-draft", SpeechMeta)):
+        meta = kind.read(zoo.path(name))
+        assert meta.vocab_size > meta.codebook_size > 0 and meta.to_dict() == json.loads(
+            (zoo.path(name) / "multispec.json").read_text())
+    card = json.loads((zoo.path("image-target") / "multispec.json").read_text())
+    with pytest.raises(ValueError, match="lacks class_names"):
+        ImageMeta.from_dict({k: v for k, v in card.items() if k != "class_names"})
+    with pytest.raises(ValueError, match="grid_size must be a list of 2 integers, got \\[8\\]"):
+        ImageMeta.from_dict({**card, "grid_size": [8]})

@@ -21,9 +21,9 @@ def heldout_sentences(n: int = 2) -> list[str]:
 
 
 def test_bundled_speech_models_load(bundled):
-    assert bundled.meta["layout"] == "aligned" and bundled.text_units == "phones"
+    assert bundled.meta.layout == "aligned" and bundled.text_units == "phones"
     assert not bundled.target.training and bundled.draft is not None
-    assert bundled.codec.frame_rate == bundled.meta["frame_rate"] and bundled.default_temperature == 0.7
+    assert bundled.codec.frame_rate == bundled.meta.frame_rate and bundled.default_temperature == 0.7
 
 
 def test_exact_decoding_equals_plain_greedy_on_heldout_sentences(bundled):

@@ -125,7 +125,7 @@ def save_grid(models: ImageModels, results: list[MethodTally], path: Path, scale
     from PIL import Image, ImageDraw
 
     classes = sorted({label for label, _ in results[0].outputs})
-    size = models.meta["image_size"] * scale
+    size = models.meta.image_size * scale
     label_w = 150
     grid = Image.new("RGB", (label_w + size * len(classes), size * len(results)), "white")
     draw = ImageDraw.Draw(grid)

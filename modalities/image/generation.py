@@ -18,6 +18,7 @@ import torch
 import multispec
 from multispec.acceptance import GroupAcceptance, NeighborhoodRelaxation, neighbor_table
 from multispec.drafters import DraftModel, Jacobi
+from models.token_meta import TokenModelMeta
 from multispec.guidance import GuidedLM
 from multispec.methods import (DraftModelConfig, ExactConfig, GroupConfig, JacobiConfig, Method, NeighborhoodConfig,
                                require_supported)
@@ -26,16 +27,35 @@ DRAFTERS = (DraftModelConfig, JacobiConfig)
 ACCEPTANCES = (ExactConfig, NeighborhoodConfig, GroupConfig)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImageMeta(TokenModelMeta):
+    """An image token model's ``multispec.json``: [class token] + an h×w grid of VQ codes."""
+
+    grid_size: tuple[int, int]
+    image_size: int
+    class_names: tuple[str, ...]
+    class_token_offset: int  # the first class token's id (class i is offset + i)
+    null_token: int  # the unconditional class of classifier-free guidance
+    draft_guidance_distilled: float | None = None  # a drafter distilled towards the guided target at this scale
+
+
 @dataclass
 class ImageModels:
     """The bundled (or user's) image target, optional drafter, VQ tokenizer and vocabulary layout."""
 
     target: torch.nn.Module
     tokenizer: object  # modalities.image.tokenizer.ImageTokenizer
-    meta: dict
+    meta: ImageMeta  # the target's multispec.json (a dict is checked against ImageMeta)
     draft: torch.nn.Module | None = None
-    draft_meta: dict | None = None  # the drafter's multispec.json (e.g. draft_guidance_distilled)
+    draft_meta: ImageMeta | None = None  # the drafter's (e.g. draft_guidance_distilled)
     _neighbors: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.meta, dict):
+            self.meta = ImageMeta.from_dict(self.meta, "the image model's multispec.json")
+        if isinstance(self.draft_meta, dict):
+            self.draft_meta = ImageMeta.from_dict({**self.meta.to_dict(), **self.draft_meta},
+                                                  "the image drafter's multispec.json")
 
     @classmethod
     def from_folders(cls, target: str | Path, vq: str | Path, draft: str | Path | None = None,
@@ -43,8 +63,8 @@ class ImageModels:
         from models.zoo import load_token_lm
         from .tokenizer import ImageTokenizer
 
-        model, meta = load_token_lm(target, dtype)
-        draft_model, draft_meta = load_token_lm(draft, dtype) if draft is not None else (None, None)
+        model, meta = load_token_lm(target, dtype, meta_class=ImageMeta)
+        draft_model, draft_meta = load_token_lm(draft, dtype, meta_class=ImageMeta) if draft is not None else (None, None)
         return cls(model, ImageTokenizer.from_pretrained(vq), meta, draft_model, draft_meta)
 
     @classmethod
@@ -55,19 +75,19 @@ class ImageModels:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.meta.class_names)
 
     @property
     def vocab_size(self) -> int:
-        return int(self.meta["vocab_size"])
+        return self.meta.vocab_size
 
     @property
     def codebook_size(self) -> int:
-        return int(self.meta["codebook_size"])
+        return self.meta.codebook_size
 
     @property
     def num_tokens(self) -> int:
-        h, w = self.meta["grid_size"]
+        h, w = self.meta.grid_size
         return h * w
 
     def class_id(self, label: str | int) -> int:
@@ -84,12 +104,12 @@ class ImageModels:
 
     def prompt(self, label: str | int) -> torch.Tensor:
         """[1, 1] the class token."""
-        return torch.tensor([[self.meta["class_token_offset"] + self.class_id(label)]])
+        return torch.tensor([[self.meta.class_token_offset + self.class_id(label)]])
 
     def guided(self, model: torch.nn.Module, guidance_scale: float) -> GuidedLM:
         codes_only = torch.zeros(self.vocab_size, dtype=torch.bool)
         codes_only[: self.codebook_size] = True
-        return GuidedLM(model, guidance_scale, torch.tensor(self.meta["unconditional_prefix"]), codes_only)
+        return GuidedLM(model, guidance_scale, torch.tensor(self.meta.unconditional_prefix), codes_only)
 
     def neighbors(self, k: int) -> torch.Tensor:
         """[V, k] nearest codes of each code by L2 distance in the VQ codebook (cached)."""
@@ -107,7 +127,7 @@ def make_drafter(models: ImageModels, config: DraftModelConfig | JacobiConfig | 
         if models.draft is None:
             raise ValueError("drafter 'draft' needs a draft model")
         # A drafter distilled towards the guided target drafts guided tokens in one unguided row.
-        distilled = (models.draft_meta or {}).get("draft_guidance_distilled")
+        distilled = models.draft_meta is not None and models.draft_meta.draft_guidance_distilled
         scale = 1.0 if distilled else guidance_scale
         return DraftModel(models.guided(models.draft, scale), **dataclasses.asdict(config))
     return Jacobi(models.vocab_size, window=config.window, init_tokens=torch.arange(models.codebook_size))
@@ -141,7 +161,7 @@ def generate_tokens(models: ImageModels, label: str | int, method: Method = Meth
                              acceptance=make_acceptance(models, method.acceptance),
                              max_new_tokens=models.num_tokens, temperature=temperature, top_k=top_k,
                              top_p=top_p, generator=generator)
-    h, w = models.meta["grid_size"]
+    h, w = models.meta.grid_size
     return ImageSample(out.sequences[0, 1:].view(h, w), out.stats)
 
 

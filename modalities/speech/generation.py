@@ -28,7 +28,7 @@ from multispec.lm import context_length
 
 from .codec import CODEC_MEMBERS, Codec, load_codec
 from .layouts import AlignedLayout, DelayLayout, FlattenedLayout
-from .vocab import CODE_OFFSET, EOS, INDEX_OFFSET, MAX_PHONES, PHONE_OFFSET, PHONES, encode
+from .vocab import EOS, INDEX_OFFSET, MAX_PHONES, PHONE_OFFSET, PHONES, SpeechMeta, encode
 
 DRAFTERS = (DraftModelConfig, JacobiConfig, PromptLookupConfig)
 ACCEPTANCES = (ExactConfig, TopKConfig, AdditiveConfig, NeighborhoodConfig)
@@ -37,28 +37,30 @@ ACCEPTANCES = (ExactConfig, TopKConfig, AdditiveConfig, NeighborhoodConfig)
 LAYOUTS = ("flattened", "delay", "aligned")
 
 
-def make_layout(meta: dict):
-    """The token layout a speech model's ``meta`` names (codes from ``meta["code_offset"]``)."""
-    offset = int(meta.get("code_offset", CODE_OFFSET))
-    K, C = meta["num_codebooks"], meta["codebook_size"]
-    if meta["layout"] == "aligned":
+def make_layout(meta: SpeechMeta | dict):
+    """The token layout a speech model's card names (codes from ``code_offset``); a dict needs only
+    the layout's keys (a recipe asks for the layout before it knows the vocabulary size)."""
+    if isinstance(meta, dict):
+        meta = SpeechMeta.from_dict({"vocab_size": 0, **meta}, "the speech layout")
+    K, C, offset = meta.num_codebooks, meta.codebook_size, meta.code_offset
+    if meta.layout == "aligned":
         return AlignedLayout(K, C, offset, INDEX_OFFSET, MAX_PHONES, PHONE_OFFSET, len(PHONES))
-    if meta["layout"] not in LAYOUTS:
-        raise ValueError(f"unknown layout {meta['layout']!r}; expected one of {', '.join(LAYOUTS)}")
-    return {"flattened": FlattenedLayout, "delay": DelayLayout}[meta["layout"]](K, C, offset)
+    if meta.layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {meta.layout!r}; expected one of {', '.join(LAYOUTS)}")
+    return {"flattened": FlattenedLayout, "delay": DelayLayout}[meta.layout](K, C, offset)
 
 
-def check_codec_matches(codec: Codec, meta: dict) -> None:
+def check_codec_matches(codec: Codec, meta: SpeechMeta) -> None:
     """ValueError unless ``codec`` is a :class:`~modalities.speech.codec.Codec` whose K, C, sample
-    rate and frame rate are those the speech model's ``meta`` was made with (keys it lacks are skipped)."""
+    rate and frame rate are those the speech model's card names (an unrecorded sample rate is skipped)."""
     if not isinstance(codec, Codec):
         missing = [name for name in CODEC_MEMBERS if not hasattr(codec, name)]
         raise ValueError(f"{type(codec).__name__} is not a speech codec: it lacks {', '.join(missing)} "
                          "(see modalities.speech.codec.Codec)")
     found = {"num_codebooks": codec.num_codebooks, "codebook_size": codec.codebook_size,
              "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate}
-    wrong = [f"{key} {meta[key]} (codec: {value})" for key, value in found.items()
-             if key in meta and not math.isclose(float(meta[key]), float(value))]
+    wrong = [f"{key} {getattr(meta, key)} (codec: {value})" for key, value in found.items()
+             if getattr(meta, key) is not None and not math.isclose(float(getattr(meta, key)), float(value))]
     if wrong:
         raise ValueError(f"the codec ({type(codec).__name__}) is not the one the speech model was made with; "
                          f"the model's multispec.json has {', '.join(wrong)}")
@@ -66,14 +68,17 @@ def check_codec_matches(codec: Codec, meta: dict) -> None:
 
 @dataclass
 class SpeechModels:
-    """The speech target, optional drafter, codec and vocabulary layout (``meta``)."""
+    """The speech target, optional drafter, codec and vocabulary layout (``meta``: the target's
+    ``multispec.json``; a dict is checked against :class:`SpeechMeta`)."""
 
     target: torch.nn.Module
     codec: Codec  # MelRVQCodec or HFCodec; checked against meta
-    meta: dict
+    meta: SpeechMeta
     draft: torch.nn.Module | None = None
 
     def __post_init__(self):
+        if not isinstance(self.meta, SpeechMeta):
+            self.meta = SpeechMeta.from_dict(self.meta, "the speech model's multispec.json")
         check_codec_matches(self.codec, self.meta)
         self.layout = make_layout(self.meta)
 
@@ -84,9 +89,9 @@ class SpeechModels:
         a Hugging Face codec uses the model's ``num_codebooks`` quantisers)."""
         from models.zoo import load_token_lm
 
-        model, meta = load_token_lm(target, dtype)
-        draft_model = load_token_lm(draft, dtype)[0] if draft is not None else None
-        return cls(model, load_codec(codec, meta.get("num_codebooks")), meta, draft_model)
+        model, meta = load_token_lm(target, dtype, meta_class=SpeechMeta)
+        draft_model = load_token_lm(draft, dtype, meta_class=SpeechMeta)[0] if draft is not None else None
+        return cls(model, load_codec(codec, meta.num_codebooks), meta, draft_model)
 
     @classmethod
     def from_zoo(cls, with_draft: bool = True) -> "SpeechModels":
@@ -96,16 +101,16 @@ class SpeechModels:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.meta["vocab_size"])
+        return self.meta.vocab_size
 
     @property
     def default_temperature(self) -> float:
-        """The temperature the model is meant to be sampled at (``meta["default_temperature"]``, else 0)."""
-        return float(self.meta.get("default_temperature", 0.0))
+        """The temperature the model is meant to be sampled at (its card's; 0 = greedy)."""
+        return self.meta.default_temperature
 
     @property
     def text_units(self) -> str:
-        return self.meta.get("text_units", "chars")
+        return self.meta.text_units
 
     def encode(self, text: str) -> torch.Tensor:
         """The model's prompt [1, n] for ``text``."""
@@ -179,13 +184,13 @@ class SpeechModels:
 
     def level_tables(self) -> list[tuple[int, torch.Tensor]]:
         """(first token id, codebook [C, D]) per codec level, for neighbour search."""
-        C = self.meta["codebook_size"]
+        C = self.meta.codebook_size
         return [(self.layout.offset + k * C, book) for k, book in enumerate(self.codec.codebooks)]
 
     def max_new_tokens(self, seconds: float, prompt_length: int = 0) -> int:
         """Tokens for ``seconds`` of audio and eos, capped by what the target's context leaves after
         a ``prompt_length``-token prompt."""
-        wanted = self.layout.num_positions(int(seconds * self.meta["frame_rate"])) + 1
+        wanted = self.layout.num_positions(int(seconds * self.meta.frame_rate)) + 1
         context = context_length(self.target)
         return wanted if context is None else max(1, min(wanted, context - prompt_length))
 
@@ -225,7 +230,7 @@ def _tolerant_rule(models: SpeechModels, config):
         return TopKTolerance(k, config.min_ratio)
     if isinstance(config, AdditiveConfig):
         return AdditiveTolerance(per_level(models, config.beta, "additive", "β", 0.0))
-    neighbors = config.neighbors or models.meta["codebook_size"] // 4
+    neighbors = config.neighbors or models.meta.codebook_size // 4
     return NeighborhoodRelaxation.from_codebooks(models.level_tables(), models.vocab_size, k=neighbors,
                                                  delta=float(config.delta), max_ratio=config.max_ratio)
 
@@ -238,7 +243,7 @@ def per_level(models: SpeechModels, values, rule: str, symbol: str, elsewhere: f
     if len(values) != levels:
         raise ValueError(f"{rule} tolerance needs one {symbol} per codebook level ({levels}), got {len(values)}")
     table = torch.full((models.vocab_size,), float(elsewhere))
-    C, offset = models.meta["codebook_size"], models.layout.offset
+    C, offset = models.meta.codebook_size, models.layout.offset
     for level, value in enumerate(values):
         table[offset + level * C: offset + (level + 1) * C] = value
     return table

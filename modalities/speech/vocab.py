@@ -9,11 +9,15 @@ models) in the layout's slot order. A sequence is [bos] text [sep] audio tokens 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import re
 import shutil
 import subprocess
 
 import torch
+
+from models.token_meta import TokenModelMeta
 
 PAD, BOS, SEP, EOS = 0, 1, 2, 3
 CHARS = " abcdefghijklmnopqrstuvwxyz'.,?!;-"
@@ -86,3 +90,17 @@ def encode(text: str, text_units: str = "chars") -> torch.Tensor:
     if text_units == "phones":
         return encode_phones(text_to_phones(text))
     raise ValueError(f"unknown text_units {text_units!r}; expected 'chars' or 'phones'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechMeta(TokenModelMeta):
+    """A speech token model's ``multispec.json``: the layout of codec frames in the token stream and
+    the codec it was made with (K codebooks of ``codebook_size`` codes at ``frame_rate``)."""
+
+    layout: str
+    num_codebooks: int
+    frame_rate: float
+    sample_rate: int | None = None
+    code_offset: int = CODE_OFFSET  # the first codec code's token id
+    text_units: str = "chars"  # or "phones" (flite's front end)
+    default_temperature: float = 0.0
