@@ -205,8 +205,9 @@ class Jacobi(ScheduledDrafter):
 
     Training-free and model-free. After each verification the target's distributions at the
     positions past the accepted prefix (computed from the now-stale rest of the window) become the
-    next draft: x_j ~ p_j^{(t)} with q_j = p_j^{(t)} (argmax under greedy); the window is topped up
-    to ``window`` tokens drawn uniformly from ``init_tokens`` (q uniform over them). The exact rules
+    next draft: x_j ~ p_j^{(t)} with q_j = p_j^{(t)} (argmax under greedy), less the rows whose
+    positions the loop has filled since (forced tokens); the window is topped up to ``window``
+    tokens drawn uniformly from ``init_tokens`` (q uniform over them). The exact rules
     keep this lossless, since every drafted token is drawn from the q it is judged against.
     """
 
@@ -221,17 +222,22 @@ class Jacobi(ScheduledDrafter):
             raise ValueError(f"Jacobi: init_tokens must be a non-empty list of ids in [0, {vocab_size})")
         self.init_tokens = init  # [M]
         self.init_probs = torch.zeros(vocab_size).index_fill_(0, init, 1.0 / init.numel())  # [V]
-        self._stale = None  # [m, V] predictions for the positions after the newest token
+        self._stale = None  # [m, V] predictions for positions _start, _start + 1, ...
+        self._start = self._proposed_at = None  # _start None: the rows start right after the newest token
 
     def reset(self) -> None:
         super().reset()
-        self._stale = None
+        self._stale = self._start = self._proposed_at = None
 
     def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
         gamma = min(self.window, max_tokens)
+        self._proposed_at = tokens.shape[0]
         if gamma <= 0:
             return _empty(tokens.device)
-        stale = self._stale[:gamma] if self._stale is not None else tokens.new_empty(0, self.vocab_size).float()
+        # tokens the loop appended after the last verdict (forced ones) fill the first rows' positions
+        skip = 0 if self._start is None else max(0, tokens.shape[0] - self._start)
+        stale = self._stale[skip:skip + gamma] if self._stale is not None else \
+            tokens.new_empty(0, self.vocab_size).float()
         drafted = sampling.pick(stale, generator) if stale.shape[0] else tokens.new_empty(0)
         fresh = gamma - stale.shape[0]
         if fresh:
@@ -245,6 +251,8 @@ class Jacobi(ScheduledDrafter):
         super().observe(feedback)
         p = feedback.target_probs  # [γ+1, V]: rows past the recovered/bonus token are still guesses
         self._stale = None if p is None else p[feedback.num_accepted + 1:]
+        self._start = None if self._proposed_at is None else self._proposed_at + feedback.num_accepted + 1
+        self._proposed_at = None  # a verdict without a proposal of its own tells no position
 
 
 def _truncated_view(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:

@@ -1,4 +1,5 @@
-"""Cache correctness: after any rollback the next logits equal a fresh prefill of the accepted sequence."""
+"""The cached LM (multispec.lm.CachedLM) and the draft model's cache: after any rollback the next
+logits equal a fresh prefill of the accepted sequence."""
 import pytest
 import torch
 
@@ -7,8 +8,7 @@ from multispec.drafters import DraftModel
 from multispec.lm import CachedLM
 from multispec.sampling import Sampling
 
-from conftest import prompts, tiny_model
-from test_exactness import AlwaysWrong
+from conftest import AlwaysWrong, prompts, tiny_model
 
 
 class CheckedLM(CachedLM):

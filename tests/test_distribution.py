@@ -1,9 +1,10 @@
-"""Speculative sampling preserves the target distribution: a formal chi-square goodness-of-fit test.
+"""Distribution preservation (exact rules under sampling, through the full loop): a formal chi-square
+goodness-of-fit test that speculative sampling keeps the target distribution.
 
 The exact distribution of the 2nd and 3rd new token is computed by enumerating every continuation
 over an 8-token vocabulary. Each case draws N sequences through the full decoding loop and tests both
-marginals at a family-wise significance α = 0.01 (Bonferroni over the 14 tests of this module's
-positive cases: each at α/12). A negative control shows the same test rejects a deliberately biased
+marginals at a family-wise significance α = 0.01 (Bonferroni over the 16 tests of this module's
+positive cases: each at α/16). A negative control shows the same test rejects a deliberately biased
 rule (always accept the draft) with p < 1e-6. Seeds are fixed, so the outcome is deterministic.
 """
 import pytest

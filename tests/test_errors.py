@@ -1,4 +1,5 @@
-"""Bad input raises ValueError naming the argument and the problem."""
+"""Core error handling (multispec.checks and the drafters' constructors): bad input raises ValueError
+naming the argument and the problem."""
 import pytest
 import torch
 

@@ -1,10 +1,12 @@
-"""Relaxed acceptance rules: the mass they move stays within budget, and a zero budget is exact."""
+"""Verification rules (multispec.acceptance), exact and relaxed: a zero budget decides like the exact
+rule, relaxed rules accept a superset but never a zero-probability token, and the mass they move
+stays within budget."""
 import pytest
 import torch
 
 import multispec
-from multispec.acceptance import (Greedy, NeighborhoodRelaxation, SpeculativeSampling, TopKTolerance,
-                                  TypicalAcceptance)
+from multispec.acceptance import (AdditiveTolerance, Greedy, GroupAcceptance, NeighborhoodRelaxation,
+                                  SpeculativeSampling, TopKTolerance, TypicalAcceptance, neighbor_table)
 from multispec.drafters import DraftModel
 
 from conftest import prompts, tiny_model
@@ -12,10 +14,11 @@ from conftest import prompts, tiny_model
 V, GAMMA = 64, 5
 
 
-def random_case(seed):
+def random_case(seed, v=V, gamma=GAMMA):
+    """A draft x ~ q of γ tokens with q [γ, v] and p [γ+1, v] far from uniform."""
     g = torch.Generator().manual_seed(seed)
-    p = torch.softmax(3 * torch.randn(GAMMA + 1, V, generator=g), -1)
-    q = torch.softmax(3 * torch.randn(GAMMA, V, generator=g), -1)
+    p = torch.softmax(3 * torch.randn(gamma + 1, v, generator=g), -1)
+    q = torch.softmax(3 * torch.randn(gamma, v, generator=g), -1)
     x = torch.multinomial(q, 1, generator=g).squeeze(1)
     return x, q, p
 
@@ -136,3 +139,82 @@ def test_relaxation_checks_its_table_against_the_vocabulary():
         rule(x, q, p, greedy=True)
     with pytest.raises(ValueError, match="delta"):
         NeighborhoodRelaxation(torch.randn(10, 4), delta=-1)
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_zero_budget_rules_decide_like_the_exact_rule(greedy):
+    emb = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    exact = multispec.SpeculativeSampling()
+    for rule in (GroupAcceptance(emb, group_size=1), AdditiveTolerance(0.0), NeighborhoodRelaxation(emb, delta=0.0)):
+        for seed in range(20):
+            x, q, p = random_case(seed, v=32)
+            a = exact(x, q, p, greedy=greedy, generator=torch.Generator().manual_seed(seed))
+            b = rule(x, q, p, greedy=greedy, generator=torch.Generator().manual_seed(seed))
+            assert (a.num_accepted, a.next_token) == (b.num_accepted, b.next_token)
+
+
+def test_relaxed_rules_accept_more_but_never_a_zero_probability_token():
+    emb = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    rules = [GroupAcceptance(emb, group_size=6), AdditiveTolerance(0.3), NeighborhoodRelaxation(emb, k=8, delta=0.5)]
+    for rule in rules:
+        more = 0
+        for seed in range(30):
+            x, q, p = random_case(seed, v=32)
+            exact = multispec.SpeculativeSampling()(x, q, p, greedy=False, generator=torch.Generator().manual_seed(1))
+            relaxed = rule(x, q, p, greedy=False, generator=torch.Generator().manual_seed(1))
+            more += relaxed.num_accepted - exact.num_accepted
+            assert relaxed.num_accepted >= exact.num_accepted
+            p0 = p.clone()
+            p0[0, x[0]] = 0.0  # the target forbids the first drafted token
+            for greedy in (True, False):
+                assert rule(x, q, p0, greedy=greedy, generator=torch.Generator().manual_seed(2)).num_accepted == 0
+        assert more > 0, type(rule).__name__
+
+
+def test_group_rule_uses_group_mass_ratio():
+    emb = torch.tensor([[0.0], [0.1], [5.0], [5.1]])
+    rule = GroupAcceptance(emb, group_size=2)  # groups {0,1} and {2,3}
+    p = torch.tensor([[0.0, 0.5, 0.25, 0.25], [0.25] * 4])
+    q = torch.tensor([[0.5, 0.0, 0.25, 0.25]])
+    x = torch.tensor([0])  # p(x) = 0: never accepted even though P(G) = Q(G)
+    assert rule(x, q, p, greedy=False).num_accepted == 0
+    x = torch.tensor([2])
+    assert float(rule.relax(x, q, p, greedy=False)[0]) == pytest.approx(0.25)  # q·min(1, 0.5/0.5)
+
+
+def test_neighbor_table_stays_inside_each_codebook():
+    books = [(4, torch.randn(8, 3)), (12, torch.randn(8, 3))]
+    table = neighbor_table(books, 24, k=10)
+    assert (table[:4] == -1).all() and (table[20:] == -1).all()
+    first, second = table[4:12], table[12:20]
+    assert ((first[first >= 0] >= 4) & (first[first >= 0] < 12)).all()
+    assert ((second[second >= 0] >= 12) & (second[second >= 0] < 20)).all()
+    assert (first[:, 7:] == -1).all()  # only 7 others in a codebook of 8
+    rule = NeighborhoodRelaxation.from_codebooks(books, 24, k=10, delta=0.2)
+    x, q, p = random_case(0, v=24)
+    assert rule.relax(x, q, p, greedy=False).shape == x.shape
+
+
+def test_additive_tolerance_per_token_beta():
+    beta = torch.zeros(32)
+    beta[16:] = 1.0  # tokens 16.. always pass (given p > 0), the rest exactly
+    rule = AdditiveTolerance(beta)
+    x = torch.tensor([20, 20, 3])
+    _, q, p = random_case(3, v=32)
+    assert rule(x, q, p, greedy=False, generator=torch.Generator().manual_seed(0)).num_accepted >= 2
+    with pytest.raises(ValueError, match="beta"):
+        AdditiveTolerance(-0.1)
+
+
+def test_protected_tokens_are_judged_exactly():
+    """Where the target's top token is protected (eos), a tolerant rule decides like the exact one."""
+    from multispec.acceptance import ExactOn
+    x, q, p = random_case(5, v=32)
+    top = p[:5].argmax(-1)
+    x = torch.where(x == top, (x + 1) % 32, x)  # never the argmax, so only tolerance could accept
+    loose = TopKTolerance(32)
+    assert loose(x, q, p, greedy=True).num_accepted == 5
+    strict = ExactOn(loose, top[2:3])
+    assert strict(x, q, p, greedy=True).num_accepted == 2  # position 2's top token is protected
+    drafted = ExactOn(loose, x[3:4])
+    assert drafted(x, q, p, greedy=True).num_accepted <= 3  # a protected drafted token is judged exactly
