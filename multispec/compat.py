@@ -12,6 +12,8 @@ Supported: transformers 5.17 up to the newest release tested (see pyproject.toml
 """
 from __future__ import annotations
 
+import copy
+
 import functools
 import inspect
 
@@ -50,3 +52,13 @@ def crop_cache(cache: DynamicCache, tokens_to_remove: int) -> None:
     if tokens_to_remove < 0:
         raise ValueError(f"tokens_to_remove must be >= 0, got {tokens_to_remove}")
     cache.crop(-tokens_to_remove)
+
+
+def hf_greedy_config(model, max_new_tokens: int, **kwargs):
+    """A copy of ``model``'s generation config for Hugging Face greedy decoding that matches multispec's:
+    exactly ``max_new_tokens`` (no eos stop), no sampling settings; the reference of the tests and benches."""
+    config = copy.deepcopy(model.generation_config)
+    # eos None would fall back to the model default; -1 is an id no model emits, so HF never stops early
+    config.update(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=-1, pad_token_id=0,
+                  temperature=None, top_k=None, top_p=None, **kwargs)
+    return config

@@ -66,7 +66,7 @@ def prompts(n: int = 20, seed: int = 1, vocab: int = VOCAB):
 
 def hf_greedy(model, input_ids, max_new_tokens, eos_token_id=None):
     """Hugging Face's own greedy decoding (the reference); eos only where given, as in multispec."""
-    from modalities.text.bench import hf_greedy_config
+    from multispec.compat import hf_greedy_config
     config = hf_greedy_config(model, max_new_tokens)
     if eos_token_id is not None:
         config.eos_token_id = eos_token_id

@@ -9,7 +9,6 @@ ideal). For Hugging Face methods τ counts all target forwards (its prefill also
 """
 from __future__ import annotations
 
-import copy
 import json
 import pathlib
 import statistics
@@ -20,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 import multispec
+from multispec import compat
 from multispec.lm import CachedLM
 
 from multispec.methods import DraftModelConfig, JacobiConfig, LayerSkipConfig, PromptLookupConfig
@@ -109,17 +109,8 @@ def _run_multispec(target, drafter, ids, max_new_tokens):
     return out.sequences, out.stats.steps, out.stats.drafted, out.stats.accepted
 
 
-def hf_greedy_config(target, max_new_tokens: int, **kwargs):
-    """Hugging Face greedy settings matching multispec's: exactly ``max_new_tokens``, no eos stop."""
-    config = copy.deepcopy(target.generation_config)
-    # eos None would fall back to the model default; -1 is an id no model emits, so HF never stops early
-    config.update(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=-1, pad_token_id=0,
-                  temperature=None, top_k=None, top_p=None, **kwargs)
-    return config
-
-
 def _run_hf(target, ids, max_new_tokens, assistant_model=None, **kwargs):
-    config = hf_greedy_config(target, max_new_tokens, **kwargs)
+    config = compat.hf_greedy_config(target, max_new_tokens, **kwargs)
     with torch.inference_mode():
         seq = target.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config,
                               assistant_model=assistant_model)
