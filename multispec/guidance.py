@@ -1,14 +1,19 @@
-"""A verifier that shapes a causal LM's logits before acceptance: classifier-free guidance and masks.
+"""Guided, masked logits: classifier-free guidance and per-position token masks, in one place.
 
-:class:`GuidedLM` runs the conditional sequence and, when guided, an unconditional twin in the same
-batch whose first tokens (the condition, e.g. a class label) are replaced by
-``unconditional_prefix``; its logits are u + s·(c − u). ``allowed_tokens`` masks what each position
-may hold (image codes only; one codec codebook slot), so p and q are zero elsewhere. Wrap the target
-and the drafter's model the same way and the exact rules stay exact for the guided distribution.
+One implementation serves decoding (:class:`GuidedLM`, the verifier and the drafter's model),
+distillation (``models.recipes.token_lm.GuidedTeacher``) and target sampling
+(``models.recipes.target_samples.sample_batch``): :func:`guided_forward` runs the conditional rows
+and, when guided, their unconditional twins (the first tokens, the condition, replaced by an
+``unconditional_prefix``) in one batch, combines them as u + s·(c − u) (:func:`guided_logits`) and
+masks what each position may not hold (:func:`mask_logits`; image codes only, one codec codebook
+slot), so p and q are zero there. A mask is given as a bool tensor of allowed ids, or as a function
+of the predicted positions and the token before each (:data:`AllowedTokens`), or one of those per
+row (:func:`allowed_at` resolves them). Wrap the target and the drafter's model the same way and the
+exact rules stay exact for the guided distribution.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 
@@ -16,12 +21,85 @@ from .lm import CachedLM
 
 # (predicted positions [n], the token right before each [n]) -> allowed [n, V] bool
 AllowedTokens = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# a mask [V] / [n, V] / [B, n, V] of allowed ids, a function, one of those per row, or None (all allowed)
+Mask = Union[torch.Tensor, AllowedTokens, Sequence[Union[torch.Tensor, AllowedTokens]], None]
 
 
 def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance u + s·(c − u) of conditional and unconditional logits [..., V] (float32)."""
     cond, uncond = cond.float(), uncond.float()
     return uncond + scale * (cond - uncond)
+
+
+def unconditional_twin(tokens: torch.Tensor, prefix: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """tokens [B, n] at absolute positions start.. -> a copy whose positions below k hold ``prefix`` [k]."""
+    twin = tokens.clone()
+    overlap = max(0, min(prefix.shape[0] - start, tokens.shape[1]))
+    twin[:, :overlap] = prefix[start:start + overlap].to(tokens.device)
+    return twin
+
+
+def allowed_at(allowed: Mask, positions: torch.Tensor, previous: torch.Tensor) -> torch.Tensor | None:
+    """The allowed ids [B, n, V] (or a tensor that broadcasts to it) of the tokens at ``positions`` [n]
+    of every row, each after ``previous`` [B, n]; None when ``allowed`` is None (all allowed).
+
+    ``allowed`` is a bool tensor ([V], [n, V] or [B, n, V]), an :data:`AllowedTokens` function (shared
+    by the rows), or a sequence of B of those, one per row (e.g. a mask that depends on each prompt).
+    """
+    if allowed is None:
+        return None
+    if isinstance(allowed, torch.Tensor):
+        return allowed
+    rows, n = previous.shape
+    if callable(allowed):
+        return allowed(positions.repeat(rows), previous.reshape(-1)).reshape(rows, n, -1)
+    if len(allowed) != rows:
+        raise ValueError(f"one mask per row: got {len(allowed)} masks for {rows} rows")
+    per_row = [allowed_at(mask, positions, previous[b:b + 1]) for b, mask in enumerate(allowed)]
+    return torch.cat([mask.expand(1, n, -1) if mask.dim() < 3 else mask for mask in per_row])
+
+
+def mask_logits(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """logits [..., V] -> float32 logits with −inf where ``allowed`` (bool, broadcasting to them) is False.
+
+    Raises ValueError where a row would allow no token (nothing could be sampled there).
+    """
+    if allowed.dtype != torch.bool or allowed.shape[-1] != logits.shape[-1]:
+        raise ValueError(f"the allowed-tokens mask must be bool [..., {logits.shape[-1]}], "
+                         f"got {allowed.dtype} {tuple(allowed.shape)}")
+    allowed = allowed.to(logits.device)
+    some = allowed.any(-1)
+    if not bool(some.all()):
+        empty = (~some).nonzero()
+        raise ValueError(f"the allowed-tokens mask forbids every token in {empty.shape[0]} row(s) "
+                         f"(first at index {tuple(empty[0].tolist())}): nothing could be sampled there")
+    return logits.float().masked_fill(~allowed, float("-inf"))
+
+
+def guided_forward(run: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, *, scale: float = 1.0,
+                   unconditional_prefix: torch.Tensor | None = None, start: int = 0,
+                   allowed: Mask = None) -> torch.Tensor:
+    """Guided, masked logits [B, r, V] of ``tokens`` [B, n] at absolute positions start..start+n−1.
+
+    ``run`` maps input ids [R, n] to logits [R, r, V] (a model call, cached or not; r = n, or 1 for
+    the last only). With ``scale`` != 1 it gets the B rows and their unconditional twins
+    (:func:`unconditional_twin`) in one batch of 2B and the halves are combined by
+    :func:`guided_logits`. Logits row i predicts the token at position start + n − r + i + 1 right
+    after tokens[:, n − r + i]; ``allowed`` (any form :func:`allowed_at` takes) masks those
+    (:func:`mask_logits`). Without guidance or mask the model's logits come back unchanged.
+    """
+    if scale != 1.0:
+        if unconditional_prefix is None or len(unconditional_prefix) == 0:
+            raise ValueError("classifier-free guidance (scale != 1) needs an unconditional_prefix")
+        both = run(torch.cat([tokens, unconditional_twin(tokens, unconditional_prefix, start)]))
+        logits = guided_logits(*both.chunk(2), scale)
+    else:
+        logits = run(tokens)
+    if allowed is None:
+        return logits
+    rows, n = logits.shape[1], tokens.shape[1]
+    positions = torch.arange(start + n - rows + 1, start + n + 1, device=tokens.device)
+    return mask_logits(logits, allowed_at(allowed, positions, tokens[:, n - rows:]))
 
 
 class GuidedLM(CachedLM):
@@ -78,21 +156,12 @@ class GuidedLM(CachedLM):
 
     def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Append ``tokens`` [n]; return guided, masked logits [n, V] (or [1, V] if ``last_only``)."""
-        start = self.length
-        if not self.guided:
-            logits = self._run(tokens[None], last_only)[0]
-        else:
-            uncond = tokens.clone()
-            prefix = self.unconditional_prefix
-            overlap = max(0, min(prefix.shape[0] - start, tokens.shape[0]))
-            uncond[:overlap] = prefix[start:start + overlap]
-            cond_logits, uncond_logits = self._run(torch.stack([tokens, uncond]), last_only)
-            logits = guided_logits(cond_logits, uncond_logits, self.guidance_scale)
-        if self.allowed_tokens is not None:
-            # logits row i predicts the token at position start + i + 1
-            positions = torch.arange(start + 1, start + tokens.shape[0] + 1, device=tokens.device)[-logits.shape[0]:]
-            allowed = self.allowed_tokens
-            allowed = allowed.expand(positions.shape[0], -1) if isinstance(allowed, torch.Tensor) \
-                else allowed(positions, tokens[-logits.shape[0]:])
-            logits = logits.float().masked_fill(~allowed.to(logits.device), float("-inf"))
-        return logits
+        return self.forward_rows(tokens[None], last_only)[0]
+
+    def forward_rows(self, tokens: torch.Tensor, last_only: bool = False, allowed: Mask = None) -> torch.Tensor:
+        """Append ``tokens`` [B, n] (B rows sharing positions, e.g. a batch of same-length prompts);
+        return guided logits [B, n or 1, V] masked by ``allowed`` (any form :func:`allowed_at` takes;
+        None: the ``allowed_tokens`` given at construction)."""
+        return guided_forward(lambda ids: self._run(ids, last_only), tokens, scale=self.guidance_scale,
+                              unconditional_prefix=self.unconditional_prefix, start=self.length,
+                              allowed=self.allowed_tokens if allowed is None else allowed)

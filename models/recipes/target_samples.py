@@ -3,7 +3,8 @@
 A drafter agrees with its target more often when it learns on the sequences it will be asked to
 draft, i.e. the target's own outputs under the decoding settings, rather than only on the training
 data (DistillSpec, Zhou et al. 2023). This draws sequences from the target under the same
-classifier-free guidance and temperature as decoding, conditioned on balanced class prompts (image)
+classifier-free guidance, logit masks (codes only; the speech layout's slots) and temperature as
+decoding (each step is decoding's own guided forward), conditioned on balanced class prompts (image)
 or on the condition prefixes of a token dataset (``--data``), and writes them in the ``tokens.npz``
 format of :mod:`models.recipes.token_lm` with a held-out slice; ``meta.json`` is the target's own
 ``multispec.json`` (so a drafter trained on the samples exports the target's vocabulary).
@@ -31,8 +32,8 @@ import torch
 from tqdm import tqdm
 
 from models import zoo
-from multispec import compat
-from multispec.guidance import guided_logits
+from models.recipes.decoding_masks import prompt_masks
+from multispec.guidance import GuidedLM, Mask
 from multispec.sampling import Sampling
 
 
@@ -53,27 +54,23 @@ def dataset_prompts(folder: Path, num: int, seed: int) -> list[torch.Tensor]:
 
 @torch.inference_mode()
 def sample_batch(model, prompts: torch.Tensor, new_tokens: int, meta: dict, guidance: float,
-                 temperature: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                 temperature: float, generator: torch.Generator,
+                 allowed: Mask = None) -> tuple[torch.Tensor, torch.Tensor]:
     """prompts [B, P] (one length) -> (continuations [B, new_tokens], lengths [B]): a row ends with
-    its eos (image grids have a fixed length and no eos), the rest is pad; temperature 0 = greedy."""
-    null = torch.tensor(meta.get("unconditional_prefix") or [], dtype=torch.long, device=prompts.device)
-    guided = guidance != 1.0
-    if guided and not len(null):
-        raise ValueError("classifier-free guidance needs an unconditional_prefix in the target's meta")
-    batch = prompts
-    if guided:
-        uncond = prompts.clone()
-        uncond[:, : len(null)] = null
-        batch = torch.cat([prompts, uncond])
-    cache, out, sampling = compat.new_cache(model), [], Sampling(temperature)
-    cache_kwarg = compat.cache_kwarg(model)
+    its eos (image grids have a fixed length and no eos), the rest is pad; temperature 0 = greedy.
+
+    Each step is decoding's own guided, masked forward (:meth:`GuidedLM.forward_rows`): guidance
+    against ``meta["unconditional_prefix"]``, then ``allowed`` (any form
+    :func:`multispec.guidance.allowed_at` takes; :func:`build` passes decoding's masks,
+    :func:`~models.recipes.decoding_masks.prompt_masks`); None samples from the whole vocabulary."""
+    lm = GuidedLM(model, guidance, torch.tensor(meta.get("unconditional_prefix") or [], dtype=torch.long))
+    out, sampling, batch = [], Sampling(temperature), prompts
     done = torch.zeros(prompts.shape[0], dtype=torch.bool, device=prompts.device)
     lengths = torch.zeros(prompts.shape[0], dtype=torch.long, device=prompts.device)
     eos, pad = meta.get("eos"), meta.get("pad", 0)
     stops_at_eos = eos is not None and meta.get("modality") != "image"
     for _ in range(new_tokens):
-        logits = model(input_ids=batch, **{cache_kwarg: cache}, use_cache=True).logits[:, -1]
-        logits = guided_logits(*logits.chunk(2), guidance) if guided else logits
+        logits = lm.forward_rows(batch, last_only=True, allowed=allowed)[:, -1]
         token = sampling.pick(sampling.probs(logits), generator)
         token = torch.where(done, torch.full_like(token, pad), token)
         out.append(token)
@@ -82,7 +79,7 @@ def sample_batch(model, prompts: torch.Tensor, new_tokens: int, meta: dict, guid
             done |= token == eos
             if bool(done.all()):
                 break
-        batch = torch.cat([token, token])[:, None] if guided else token[:, None]
+        batch = token[:, None]
     return torch.stack(out, 1), lengths
 
 
@@ -136,7 +133,8 @@ def build(target: Path, out: Path, num: int, guidance: float, temperature: float
         length = len(prompts[order[i]])
         rows = [r for r in order[i: i + batch_size] if len(prompts[r]) == length]
         batch = torch.stack([prompts[r] for r in rows]).to(device)
-        cont, scored = sample_batch(model, batch, seq_len - length, meta, guidance, temperature, generator)
+        allowed = prompt_masks(model, meta, [prompts[r] for r in rows])  # the masks decoding applies
+        cont, scored = sample_batch(model, batch, seq_len - length, meta, guidance, temperature, generator, allowed)
         for j, r in enumerate(rows):
             seq = torch.cat([prompts[r], cont[j].cpu()]).numpy()
             tokens[r, : len(seq)] = seq

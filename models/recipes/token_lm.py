@@ -16,13 +16,15 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from models.recipes.decoding_masks import row_masks
 from models.recipes.presets import ModelPreset, ModelShape, TrainSpec
 from models.recipes.trainer import WHICH, Stop, train_model
-from multispec.guidance import guided_logits
+from multispec.guidance import Mask, guided_forward
 
 META_FILE = "multispec.json"
 
@@ -121,20 +123,27 @@ class SequenceData:
 
 
 class GuidedTeacher(torch.nn.Module):
-    """The target under classifier-free guidance, as a distillation teacher: logits u + s·(c − u),
-    u from the same rows with the condition prefix replaced by the null prefix. A drafter distilled
-    towards it drafts the guided distribution without running guidance itself (one row, not two)."""
+    """The target as decoding shapes it, as a distillation teacher: under classifier-free guidance
+    (logits u + s·(c − u), u from the same rows with the condition prefix replaced by the null prefix)
+    and the decoding masks, through :func:`multispec.guidance.guided_forward` (decoding's own code). A
+    drafter distilled towards guided logits drafts the guided distribution without running guidance
+    itself (one row, not two).
 
-    def __init__(self, model: torch.nn.Module, null_prefix: list[int], scale: float):
+    ``masks``: rows [B, T] -> their mask (see :func:`multispec.guidance.allowed_at`), e.g.
+    :func:`models.recipes.decoding_masks.row_masks`; None masks nothing."""
+
+    def __init__(self, model: torch.nn.Module, null_prefix: list[int], scale: float,
+                 masks: Callable[[torch.Tensor], Mask] | None = None):
         super().__init__()
-        self.model, self.scale = model, scale
+        self.model, self.scale, self.masks = model, scale, masks
         self.register_buffer("null_prefix", torch.tensor(null_prefix, dtype=torch.long), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, **kwargs):
-        uncond = input_ids.clone()
-        uncond[:, : len(self.null_prefix)] = self.null_prefix.to(input_ids.device)
-        cond, free = self.model(input_ids=torch.cat([input_ids, uncond]), **kwargs).logits.chunk(2)
-        return type("Output", (), {"logits": guided_logits(cond, free, self.scale)})()
+        """input_ids [B, T] -> an output whose ``logits`` [B, T, V] are guided and masked."""
+        logits = guided_forward(lambda ids: self.model(input_ids=ids, **kwargs).logits, input_ids, scale=self.scale,
+                                unconditional_prefix=self.null_prefix,
+                                allowed=None if self.masks is None else self.masks(input_ids))
+        return type("Output", (), {"logits": logits})()
 
 
 def save_meta(meta: dict):
@@ -190,10 +199,11 @@ def main(argv: list[str]) -> None:
         shape = preset.shape(w)
         config = shape.config(meta["vocab_size"], bos=meta["bos"], eos=meta["eos"], pad=meta["pad"])
         config = replace_positions(config, meta["seq_len"])
-        export_meta, wrap = meta, None
+        export_meta, scale = meta, 1.0
         if w == "draft" and args.distill_guidance:  # the drafter learns the guided target, runs unguided
-            export_meta = {**meta, "draft_guidance_distilled": args.distill_guidance}
-            wrap = lambda t: GuidedTeacher(t, meta["unconditional_prefix"], args.distill_guidance)  # noqa: E731
+            export_meta, scale = {**meta, "draft_guidance_distilled": args.distill_guidance}, args.distill_guidance
+        # the teacher is the target as decoding shapes it: guided (if asked) and masked as decoding masks it
+        wrap = lambda t: GuidedTeacher(t, meta["unconditional_prefix"], scale, row_masks(t, meta))  # noqa: E731
         train_model(w, preset, out, lambda spec: SequenceData(data_dir, spec, meta), 60 * minutes[w] * 0.97,
                     args.resume, torch.device(args.device), False, config=config,
                     save_extra=save_meta(export_meta), wrap_teacher=wrap,

@@ -79,6 +79,7 @@ def lm_loss(model: torch.nn.Module, batch: torch.Tensor, teacher: torch.nn.Modul
         return loss
     with torch.no_grad():
         p_log = F.log_softmax(teacher(input_ids=batch[:, :-1], use_cache=False).logits.float().flatten(0, 1), -1)
+        p_log = p_log.clamp_min(torch.finfo(p_log.dtype).min)  # a masked teacher's −inf: 0·log 0 = 0, not nan
     if keep is not None:
         p_log = p_log[keep]
     kl = F.kl_div(F.log_softmax(logits, -1), p_log, log_target=True, reduction="batchmean")
