@@ -72,14 +72,15 @@ class SpeechModels:
     ``multispec.json``; a dict is checked against :class:`SpeechMeta`)."""
 
     target: torch.nn.Module
-    codec: Codec  # MelRVQCodec or HFCodec; checked against meta
+    codec: Codec | None  # MelRVQCodec or HFCodec, checked against meta; None: tokens and masks only, no audio
     meta: SpeechMeta
     draft: torch.nn.Module | None = None
 
     def __post_init__(self):
         if not isinstance(self.meta, SpeechMeta):
             self.meta = SpeechMeta.from_dict(self.meta, "the speech model's multispec.json")
-        check_codec_matches(self.codec, self.meta)
+        if self.codec is not None:
+            check_codec_matches(self.codec, self.meta)
         self.layout = make_layout(self.meta)
 
     @classmethod
@@ -277,6 +278,8 @@ def generate_codes(models: SpeechModels, text: str, method: Method = Method(), *
 
 def generate_speech(models: SpeechModels, text: str, **kwargs):
     """(waveform [n] at the codec's sample rate, DecodingStats); kwargs as :func:`generate_codes`."""
+    if models.codec is None:
+        raise ValueError("these SpeechModels have no codec, so they make tokens but no audio: pass one")
     sample = generate_codes(models, text, **kwargs)
     if sample.frames.shape[0] == 0:
         return torch.zeros(0), sample.stats

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "now does) and report only the unmasked target's mass outside them")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    model, meta = zoo.load(f"{args.modality}-target")
+    model, card = zoo.load(f"{args.modality}-target")
+    meta = card.to_dict()  # the recipes read the card as the JSON object the token data also has
     guidance = args.guidance if args.guidance is not None else 3.0 if args.modality == "image" else 1.0
     generator, t0, totals = torch.Generator().manual_seed(args.seed), time.perf_counter(), {}
     if args.modality == "image":

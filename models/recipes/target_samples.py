@@ -119,7 +119,8 @@ def build_text(target: Path, tokens_dir: Path, out: Path, num: int, prompt_len: 
 
 def build(target: Path, out: Path, num: int, guidance: float, temperature: float, data: Path | None,
           batch_size: int, heldout_fraction: float, device: str, seed: int) -> dict:
-    model, meta = zoo.load_token_lm(target, device=device)
+    model, card = zoo.load_token_lm(target, device=device)
+    meta = card.to_dict()  # the recipes read the card as the JSON object the token data also has
     seq_len = int(meta["seq_len"])
     prompts = dataset_prompts(data, num, seed) if data else class_prompts(meta, num)
     generator = torch.Generator(device).manual_seed(seed)
