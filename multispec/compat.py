@@ -62,3 +62,52 @@ def hf_greedy_config(model, max_new_tokens: int, **kwargs):
     config.update(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=-1, pad_token_id=0,
                   temperature=None, top_k=None, top_p=None, **kwargs)
     return config
+
+
+def tree_attention(model: torch.nn.Module, prefix_length: int, parents: torch.Tensor, dtype: torch.dtype):
+    """(attention_mask, position_ids [1, m]) for feeding m tokens after ``prefix_length`` cached ones,
+    where token i follows token ``parents[i]`` (−1: the cached prefix). Each token sees the prefix,
+    its ancestors and itself, at position prefix_length − 1 + its depth.
+
+    The mask is the custom 4D form transformers returns as-is: float [1, 1, m, prefix + m] with 0 where
+    attention is allowed and the dtype's minimum elsewhere (eager attention adds it; a 0/1 float mask
+    would be silently wrong, and no row is fully masked, which gives NaN in SDPA). The model's sliding
+    window is applied; models with both full and sliding layers (``layer_types``) get one mask per
+    layer type.
+    """
+    from . import trees
+
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    device = parents.device
+    query_positions = prefix_length - 1 + trees.depths(parents)
+    key_positions = torch.cat([torch.arange(prefix_length, device=device), query_positions])
+    allowed = torch.cat([torch.ones(parents.shape[0], prefix_length, dtype=torch.bool, device=device),
+                         trees.ancestor_mask(parents)], dim=1)
+
+    def additive(mask: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)[None, None]
+
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    windowed = None if not window else allowed & (query_positions[:, None] - key_positions[None, :] < window)
+    if layer_types is not None:
+        kinds = set(layer_types)
+        if "sliding_attention" not in kinds or windowed is None:
+            mask = additive(allowed)
+        elif kinds == {"sliding_attention"}:
+            mask = additive(windowed)
+        else:
+            mask = {"full_attention": additive(allowed), "sliding_attention": additive(windowed)}
+    else:
+        mask = additive(allowed if windowed is None else windowed)
+    return mask, query_positions[None]
+
+
+def keep_cache_positions(cache: DynamicCache, positions: torch.Tensor) -> None:
+    """Keep only the cached positions ``positions`` [k] (ascending), in that order, in every layer:
+    after a tree step, the prefix and the accepted path. Reads ``DynamicLayer.keys``/``.values``."""
+    for layer in cache.layers:
+        if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:
+            index = positions.to(layer.keys.device)
+            layer.keys = layer.keys.index_select(-2, index)
+            layer.values = layer.values.index_select(-2, index)

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from . import checks
+from . import checks, trees
 from .acceptance import AcceptanceRule, Greedy, SpeculativeSampling
 from .drafters import Draft, Feedback
 from .lm import Verifier, as_verifier
@@ -129,14 +129,24 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         t1 = time.perf_counter()
 
         # 2. Verify: one target forward over [uncached tokens (the newest and any forced), x_1..x_γ]
-        #    -> p [γ+1, V] from the last rows.
-        logits = verifier.forward(torch.cat([tokens[cached: length], draft_tokens]))[-(gamma + 1):]
+        #    -> p [γ+1, V] from the last rows (for a tree: row 0 after the newest token, row i+1 after node i).
+        fed = torch.cat([tokens[cached: length], draft_tokens])
+        if draft.parents is None:
+            logits = verifier.forward(fed)[-(gamma + 1):]
+            path = None
+        else:
+            logits, path = _verify_tree(verifier, fed, draft.parents.to(device), length - cached, rule, sampling)
         p = sampling.probs(logits)
-        q = None if draft.probs is None else draft.probs.to(device)
-        verdict = rule(draft_tokens, q, p, greedy=sampling.greedy, generator=generator)
+        if path is None:
+            q = None if draft.probs is None else draft.probs.to(device)
+            verdict = rule(draft_tokens, q, p, greedy=sampling.greedy, generator=generator)
+        else:  # the accepted path as a chain: its tokens equal the target's argmax at their parents
+            rows = torch.tensor([0] + [i + 1 for i in path], device=device)
+            verdict = rule(draft_tokens[path], None, p[rows], greedy=True, generator=generator)
 
         # 3. Accept the verified prefix and the target's own token; stop after eos.
-        accepted = draft_tokens[: verdict.num_accepted].tolist() + [verdict.next_token]
+        accepted_drafts = draft_tokens if path is None else draft_tokens[path]
+        accepted = accepted_drafts[: verdict.num_accepted].tolist() + [verdict.next_token]
         for i, token in enumerate(accepted):
             if token in eos:
                 accepted = accepted[: i + 1]
@@ -146,12 +156,17 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         tokens[length: length + n_new] = torch.tensor(accepted, device=device)
 
         # 4. Roll back: keep the cache for the sequence up to (not including) its newest token.
-        verifier.rollback(length + verdict.num_accepted)
+        if path is None:
+            verifier.rollback(length + verdict.num_accepted)
+        else:  # the prefix and the accepted path's nodes, in order
+            kept = torch.tensor(path[: verdict.num_accepted], dtype=torch.long, device=device) + length
+            verifier.keep(torch.cat([torch.arange(length, device=device), kept]))
         cached = length + verdict.num_accepted
         length += n_new
         n_forced = 0 if accepted[-1] in eos else append_forced(max_new_tokens - stats.new_tokens - n_new)
         if drafter is not None:
-            drafter.observe(Feedback(gamma, verdict.num_accepted, p))
+            depth = gamma if path is None else int(trees.depths(draft.parents).max()) if gamma else 0
+            drafter.observe(Feedback(depth, verdict.num_accepted, p if path is None else None))
         t2 = time.perf_counter()
 
         kept_drafts = min(verdict.num_accepted, n_new)
@@ -169,6 +184,22 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         pending = 0
         if int(tokens[length - 1]) in eos:
             break
+
+
+def _verify_tree(verifier, fed: torch.Tensor, parents: torch.Tensor, uncached: int, rule, sampling):
+    """One forward over ``fed`` = [uncached tokens (chained), tree nodes with ``parents``] -> (logits
+    [n + 1, V]: after the newest token and after each node, the greedy accepted path's node indices)."""
+    if not sampling.greedy or not isinstance(rule, Greedy):
+        raise ValueError("token-tree drafts are verified under greedy decoding with the exact rule only "
+                         "(tree sampling and relaxed rules over trees are not implemented yet)")
+    if not callable(getattr(verifier, "forward_tree", None)):
+        raise ValueError(f"a token-tree draft needs a verifier with forward_tree/keep; "
+                         f"{type(verifier).__name__} has none")
+    trees.check_parents(parents)
+    fed_parents = torch.cat([torch.arange(-1, uncached - 1, device=fed.device),
+                             torch.where(parents < 0, uncached - 1, parents + uncached)])
+    logits = verifier.forward_tree(fed, fed_parents)[uncached - 1:]
+    return logits, trees.greedy_path(fed[uncached:], parents, logits.argmax(dim=-1))
 
 
 def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: AcceptanceRule | None = None,

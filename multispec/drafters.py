@@ -27,6 +27,8 @@ from .sampling import Sampling
 class Draft:
     tokens: torch.Tensor  # [γ] int64
     probs: torch.Tensor | None = None  # [γ, V] q; None = deterministic (a point mass on each token)
+    parents: torch.Tensor | None = None  # [γ] a token tree: the node each token follows, −1 = the newest token;
+    # None = a chain (see multispec.trees)
 
 
 @dataclass
@@ -175,29 +177,66 @@ class PromptLookup(ScheduledDrafter):
 
     Finds an earlier occurrence of the last n tokens (n = max_ngram down to min_ngram) and proposes
     the tokens that followed it: the most recent occurrence followed by γ tokens, else the earliest
-    (the longest continuation).
+    (the longest continuation). With ``branches`` > 1 the draft is a token tree of the continuations
+    of up to that many matches (longest n-grams first, most recent first; shared prefixes merged),
+    so several guesses are verified in one target forward (greedy decoding only).
     """
 
     def __init__(self, max_ngram: int = 3, min_ngram: int = 1, num_draft_tokens: int = 10,
-                 adaptive: bool = True, max_draft_tokens: int = 16, min_draft_tokens: int = 4):
+                 adaptive: bool = True, max_draft_tokens: int = 16, min_draft_tokens: int = 4, branches: int = 1):
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError(f"PromptLookup needs 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
+        if not isinstance(branches, int) or branches < 1:
+            raise ValueError(f"PromptLookup branches must be an integer >= 1, got {branches!r}")
         super().__init__(num_draft_tokens, adaptive, max_draft_tokens, min(min_draft_tokens, num_draft_tokens))
-        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        self.max_ngram, self.min_ngram, self.branches = max_ngram, min_ngram, branches
+
+    def _matches(self, tokens: torch.Tensor, n: int) -> torch.Tensor:
+        """[h] where the continuation of each earlier occurrence of the last n tokens starts."""
+        windows = tokens[:-1].unfold(0, n, 1)  # [total - n, n]: every earlier n-gram
+        return (windows == tokens[-n:]).all(dim=-1).nonzero()[:, 0] + n
 
     def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
         gamma = min(self.length.current, max_tokens)
         total = tokens.shape[0]
+        if self.branches > 1:
+            return self._propose_tree(tokens, gamma)
         for n in range(min(self.max_ngram, total - 1), self.min_ngram - 1, -1):
             if gamma <= 0:
                 break
-            windows = tokens[:-1].unfold(0, n, 1)  # [total - n, n]: every earlier n-gram
-            hits = (windows == tokens[-n:]).all(dim=-1).nonzero()[:, 0] + n  # where each continuation starts
+            hits = self._matches(tokens, n)
             if hits.numel():
                 full = hits[hits + gamma <= total]  # continuations with all γ tokens
                 start = int(full[-1]) if full.numel() else int(hits[0])
                 return Draft(tokens[start:start + gamma].clone())
         return _empty(tokens.device)
+
+    def _propose_tree(self, tokens: torch.Tensor, gamma: int) -> Draft:
+        total, continuations = tokens.shape[0], []
+        for n in range(min(self.max_ngram, total - 1), self.min_ngram - 1, -1):
+            if gamma <= 0:
+                break
+            for start in reversed(self._matches(tokens, n).tolist()):  # most recent first
+                branch = tuple(tokens[start:start + gamma].tolist())
+                if branch and branch not in continuations:
+                    continuations.append(branch)
+                if len(continuations) == self.branches:
+                    break
+            if len(continuations) == self.branches:
+                break
+        if not continuations:
+            return _empty(tokens.device)
+        node_of, draft_tokens, parents = {}, [], []  # a trie: (parent node, token) -> node
+        for branch in continuations:
+            parent = -1
+            for token in branch:
+                if (parent, token) not in node_of:
+                    node_of[parent, token] = len(draft_tokens)
+                    draft_tokens.append(token)
+                    parents.append(parent)
+                parent = node_of[parent, token]
+        return Draft(torch.tensor(draft_tokens, device=tokens.device),
+                     parents=torch.tensor(parents, dtype=torch.long, device=tokens.device))
 
 
 class Jacobi(ScheduledDrafter):

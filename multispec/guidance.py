@@ -158,6 +158,11 @@ class GuidedLM(CachedLM):
         """Append ``tokens`` [n]; return guided, masked logits [n, V] (or [1, V] if ``last_only``)."""
         return self.forward_rows(tokens[None], last_only)[0]
 
+    def forward_tree(self, tokens: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+        """Token trees are not yet guided or masked: refused, rather than scored without guidance."""
+        raise ValueError("token-tree drafts are not supported by GuidedLM yet (guidance and masks apply to "
+                         "chains only); use a chain drafter")
+
     def forward_rows(self, tokens: torch.Tensor, last_only: bool = False, allowed: Mask = None) -> torch.Tensor:
         """Append ``tokens`` [B, n] (B rows sharing positions, e.g. a batch of same-length prompts);
         return guided logits [B, n or 1, V] masked by ``allowed`` (any form :func:`allowed_at` takes;

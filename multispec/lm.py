@@ -120,6 +120,25 @@ class CachedLM:
         self.length += input_ids.shape[1]
         return logits[:, -1:] if last_only else logits
 
+    def forward_tree(self, tokens: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+        """Append tokens [m] where token i follows token ``parents[i]`` (−1: the cached prefix), in one
+        forward with a tree attention mask; return logits [m, V] (row i predicts what follows token i).
+        The cache then holds all m in feed order; :meth:`keep` leaves the accepted path."""
+        dtype = next(self.model.parameters()).dtype
+        mask, positions = compat.tree_attention(self.model, self.length, parents, dtype)
+        kwargs = {self._cache_kwarg: self.cache, "use_cache": True, "attention_mask": mask,
+                  "position_ids": positions}
+        logits = self.model(input_ids=tokens[None], **kwargs).logits[0]
+        self.length += tokens.shape[0]
+        return logits
+
+    def keep(self, positions: torch.Tensor) -> None:
+        """Keep the cached positions ``positions`` [k] (ascending) and drop the rest."""
+        if positions.ndim != 1 or (positions.numel() and int(positions[-1]) >= self.length):
+            raise ValueError(f"cannot keep positions {positions.tolist()} of a {self.length}-token cache")
+        compat.keep_cache_positions(self.cache, positions)
+        self.length = positions.shape[0]
+
     def rollback(self, length: int) -> None:
         """Keep the first ``length`` cached positions (also trims sliding-window layers)."""
         if not 0 <= length <= self.length:

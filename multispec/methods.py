@@ -78,15 +78,18 @@ class PromptLookupConfig:
     num_draft_tokens: int = 10
     adaptive: bool = True
     max_draft_tokens: int = 16
+    branches: int = 1  # > 1: a token tree of that many continuations (greedy decoding only)
 
     def __post_init__(self):
+        _require(isinstance(self.branches, int) and self.branches >= 1,
+                 f"lookup branches must be an integer >= 1, got {self.branches!r}")
         top = self.min_ngram if self.max_ngram is None else self.max_ngram
         _require(isinstance(self.min_ngram, int) and isinstance(top, int) and 1 <= self.min_ngram <= top,
                  f"lookup needs 1 <= min_ngram <= max_ngram, got {self.min_ngram}, {self.max_ngram}")
         _draft_length(self.num_draft_tokens, self.max_draft_tokens)
 
     def label(self) -> str:
-        return "lookup"
+        return "lookup" if self.branches == 1 else f"lookup tree×{self.branches}"
 
 
 @dataclass(frozen=True)

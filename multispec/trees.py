@@ -1,0 +1,64 @@
+"""Token trees: a draft whose tokens hang off the newest token or off each other, scored by one
+target forward. A node's ``parent`` is the index of the node it follows, −1 for the newest token
+(the root); a chain is the tree whose parents are −1, 0, 1, ... Pure functions over index tensors:
+the attention layout (who sees whom, at which position) and the greedy walk. Nothing here knows a
+model, a cache or a modality.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def chain_parents(n: int, device=None) -> torch.Tensor:
+    """[n] the parents of a chain: −1, 0, 1, ..., n − 2."""
+    return torch.arange(-1, n - 1, device=device)
+
+
+def check_parents(parents: torch.Tensor) -> None:
+    """ValueError unless every parent comes before its child (−1 = the root)."""
+    if parents.ndim != 1 or parents.dtype != torch.long:
+        raise ValueError(f"tree parents must be a 1-D long tensor, got {parents.dtype} {tuple(parents.shape)}")
+    index = torch.arange(parents.shape[0], device=parents.device)
+    if bool(((parents < -1) | (parents >= index)).any()):
+        raise ValueError(f"tree parents must be −1 or an earlier node's index, got {parents.tolist()}")
+
+
+def depths(parents: torch.Tensor) -> torch.Tensor:
+    """[n] depth of each node: 1 for a child of the root, its parent's depth + 1 below that."""
+    out = []
+    for parent in parents.tolist():
+        out.append(1 if parent < 0 else out[parent] + 1)
+    return torch.tensor(out, dtype=torch.long, device=parents.device)
+
+
+def ancestor_mask(parents: torch.Tensor) -> torch.Tensor:
+    """[n, n] bool: row i is True at i and at each of its ancestors (the nodes row i may attend to)."""
+    n = parents.shape[0]
+    sees = torch.zeros(n, n, dtype=torch.bool, device=parents.device)
+    for i, parent in enumerate(parents.tolist()):
+        if parent >= 0:
+            sees[i] = sees[parent]
+        sees[i, i] = True
+    return sees
+
+
+def greedy_path(tokens: torch.Tensor, parents: torch.Tensor, predicted: torch.Tensor) -> list[int]:
+    """The longest root-to-node path whose every token is the target's argmax at its parent.
+
+    tokens [n] and parents [n] are the tree; predicted [n + 1] the target's argmax after the root
+    (row 0) and after each node (row i + 1). Returns the node indices of the path, root side first;
+    the target's own next token is then ``predicted[path[-1] + 1]`` (``predicted[0]`` if empty).
+    Among siblings with the same token the first is taken (the same continuation either way).
+    """
+    children: dict[int, list[int]] = {}
+    for i, parent in enumerate(parents.tolist()):
+        children.setdefault(parent, []).append(i)
+    token_list, predicted_list = tokens.tolist(), predicted.tolist()
+    path, node = [], -1
+    while True:
+        wanted = predicted_list[node + 1]
+        match = next((c for c in children.get(node, []) if token_list[c] == wanted), None)
+        if match is None:
+            return path
+        path.append(match)
+        node = match
