@@ -64,10 +64,12 @@ def hf_greedy_config(model, max_new_tokens: int, **kwargs):
     return config
 
 
-def tree_attention(model: torch.nn.Module, prefix_length: int, parents: torch.Tensor, dtype: torch.dtype):
-    """(attention_mask, position_ids [1, m]) for feeding m tokens after ``prefix_length`` cached ones,
-    where token i follows token ``parents[i]`` (−1: the cached prefix). Each token sees the prefix,
-    its ancestors and itself, at position prefix_length − 1 + its depth.
+def tree_attention(model: torch.nn.Module, prefix_length: int, parents: torch.Tensor, dtype: torch.dtype,
+                   queries: int | None = None):
+    """(attention_mask, position_ids [1, m]) for feeding the last m = ``queries`` (default: all) nodes
+    of a tree whose earlier nodes are already cached right after ``prefix_length`` shared tokens; node
+    i follows node ``parents[i]`` (−1: the shared prefix). Each node sees the prefix, its ancestors
+    and itself, at position prefix_length − 1 + its depth.
 
     The mask is the custom 4D form transformers returns as-is: float [1, 1, m, prefix + m] with 0 where
     attention is allowed and the dtype's minimum elsewhere (eager attention adds it; a 0/1 float mask
@@ -79,10 +81,12 @@ def tree_attention(model: torch.nn.Module, prefix_length: int, parents: torch.Te
 
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     device = parents.device
-    query_positions = prefix_length - 1 + trees.depths(parents)
-    key_positions = torch.cat([torch.arange(prefix_length, device=device), query_positions])
-    allowed = torch.cat([torch.ones(parents.shape[0], prefix_length, dtype=torch.bool, device=device),
-                         trees.ancestor_mask(parents)], dim=1)
+    m = parents.shape[0] if queries is None else queries
+    node_positions = prefix_length - 1 + trees.depths(parents)
+    query_positions = node_positions[parents.shape[0] - m:]
+    key_positions = torch.cat([torch.arange(prefix_length, device=device), node_positions])
+    allowed = torch.cat([torch.ones(m, prefix_length, dtype=torch.bool, device=device),
+                         trees.ancestor_mask(parents)[parents.shape[0] - m:]], dim=1)
 
     def additive(mask: torch.Tensor) -> torch.Tensor:
         return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)[None, None]

@@ -120,12 +120,18 @@ class CachedLM:
         self.length += input_ids.shape[1]
         return logits[:, -1:] if last_only else logits
 
-    def forward_tree(self, tokens: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
-        """Append tokens [m] where token i follows token ``parents[i]`` (−1: the cached prefix), in one
-        forward with a tree attention mask; return logits [m, V] (row i predicts what follows token i).
-        The cache then holds all m in feed order; :meth:`keep` leaves the accepted path."""
+    def forward_tree(self, tokens: torch.Tensor, parents: torch.Tensor, tree_start: int | None = None) -> torch.Tensor:
+        """Append tokens [m], the last m nodes of a tree with ``parents`` [N] (node i follows node
+        parents[i], −1: the shared prefix), in one forward with a tree attention mask; return logits
+        [m, V] (row i predicts what follows token i). The tree's first N − m nodes are the cached
+        positions from ``tree_start`` (default: none, the whole cache is the shared prefix). The
+        cache then holds the nodes in feed order; :meth:`keep` leaves the accepted path."""
+        tree_start = self.length if tree_start is None else tree_start
+        if parents.shape[0] != self.length - tree_start + tokens.shape[0]:
+            raise ValueError(f"a tree of {parents.shape[0]} nodes does not match {self.length - tree_start} cached "
+                             f"and {tokens.shape[0]} new ones")
         dtype = next(self.model.parameters()).dtype
-        mask, positions = compat.tree_attention(self.model, self.length, parents, dtype)
+        mask, positions = compat.tree_attention(self.model, tree_start, parents, dtype, queries=tokens.shape[0])
         kwargs = {self._cache_kwarg: self.cache, "use_cache": True, "attention_mask": mask,
                   "position_ids": positions}
         logits = self.model(input_ids=tokens[None], **kwargs).logits[0]

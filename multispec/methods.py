@@ -69,6 +69,29 @@ class DraftModelConfig:
 
 
 @dataclass(frozen=True)
+class DraftTreeConfig:
+    """The draft model grows a dynamic token tree (EAGLE-2 style; greedy decoding only): at each
+    depth the ``width`` best nodes get their ``branches`` likeliest children; ``max_nodes`` are verified."""
+
+    name: ClassVar[str] = "draft-tree"
+    branches: int = 2
+    width: int = 3
+    max_nodes: int = 12
+    num_draft_tokens: int = 4
+    adaptive: bool = True
+    max_draft_tokens: int = 8
+
+    def __post_init__(self):
+        for name in ("branches", "width", "max_nodes"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"draft-tree {name} must be an integer >= 1, got {value!r}")
+        _draft_length(self.num_draft_tokens, self.max_draft_tokens)
+
+    def label(self) -> str:
+        return f"draft-tree {self.branches}×{self.width}/{self.max_nodes}"
+
+
+@dataclass(frozen=True)
 class PromptLookupConfig:
     """Copy the tokens that followed an earlier occurrence of the last n tokens (no model)."""
 
@@ -220,9 +243,10 @@ class GroupConfig:
         return f"group G={self.group_size}"
 
 
-DrafterConfig = Union[DraftModelConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig]
+DrafterConfig = Union[DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig]
 AcceptanceConfig = Union[ExactConfig, TypicalConfig, TopKConfig, AdditiveConfig, NeighborhoodConfig, GroupConfig]
-DRAFTER_CONFIGS = {c.name: c for c in (DraftModelConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig)}
+DRAFTER_CONFIGS = {c.name: c for c in (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig,
+                                       JacobiConfig)}
 ACCEPTANCE_CONFIGS = {c.name: c for c in (ExactConfig, TypicalConfig, TopKConfig, AdditiveConfig,
                                           NeighborhoodConfig, GroupConfig)}
 

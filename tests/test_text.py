@@ -97,7 +97,7 @@ def test_bench_reports_every_method(loaded, tmp_path):
     report = run_bench(target, draft, tokenizer, load_prompts(prompts_file), max_new_tokens=12, progress=False)
     rows = {r["method"]: r for r in report["rows"]}
     assert set(report["by_category"]) == {"code", "all"}
-    assert set(rows) == {"plain", "hf-plain", "draft", "draft-fixed", "hf-assisted", "lookup", "hf-lookup",
+    assert set(rows) == {"plain", "hf-plain", "draft", "draft-fixed", "draft-tree", "hf-assisted", "lookup", "lookup-tree", "hf-lookup",
                          "layerskip", "hf-early-exit", "jacobi"}
     for row in rows.values():  # greedy everywhere: every method reproduces plain decoding
         assert row["identical_to_plain"] == "2/2" and row["new_tokens"] == 24 and row["tau"] >= 1.0

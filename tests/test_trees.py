@@ -9,6 +9,7 @@ from multispec import compat, trees
 from multispec.drafters import Draft, DraftModel, PromptLookup
 from multispec.guidance import GuidedLM
 from multispec.lm import CachedLM
+from multispec.tree_drafters import DraftTree
 
 from conftest import ARCHS, hf_greedy, prompts, tiny_model
 
@@ -103,6 +104,7 @@ class TwoBranches(DraftModel):
 def test_tree_drafts_equal_hf_greedy(arch):
     target = tiny_model(arch)
     drafters = {"lookup tree": PromptLookup(branches=3),
+                "draft tree": DraftTree(tiny_model(arch, layers=1, hidden=16, seed=7), branches=2, width=2, max_nodes=8),
                 "right and wrong branches": TwoBranches(target, num_draft_tokens=3),
                 "small drafter, wrong sibling": TwoBranches(tiny_model(arch, layers=1, hidden=16, seed=7))}
     for ids in prompts(20):

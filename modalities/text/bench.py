@@ -22,13 +22,13 @@ import multispec
 from multispec import compat
 from multispec.lm import CachedLM
 
-from multispec.methods import DraftModelConfig, JacobiConfig, LayerSkipConfig, PromptLookupConfig
+from multispec.methods import DraftModelConfig, DraftTreeConfig, JacobiConfig, LayerSkipConfig, PromptLookupConfig
 
 from .generation import encode_prompt, make_drafter
 
-ALL_METHODS = ("plain", "hf-plain", "draft", "draft-fixed", "hf-assisted", "lookup", "hf-lookup", "layerskip",
-               "hf-early-exit", "jacobi")
-MODEL_DRAFTERS = ("draft", "draft-fixed", "hf-assisted")  # methods that need a separate draft model
+ALL_METHODS = ("plain", "hf-plain", "draft", "draft-fixed", "draft-tree", "hf-assisted", "lookup", "lookup-tree",
+               "hf-lookup", "layerskip", "hf-early-exit", "jacobi")
+MODEL_DRAFTERS = ("draft", "draft-fixed", "draft-tree", "hf-assisted")  # methods that need a separate draft model
 
 
 @dataclass
@@ -138,7 +138,9 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     methods = [m for m in methods if draft is not None or m not in MODEL_DRAFTERS]
     skip_layers = layerskip_layers or max(1, target.config.num_hidden_layers // 4)
     configs = {"draft": DraftModelConfig(), "draft-fixed": DraftModelConfig(num_draft_tokens=gamma, adaptive=False),
-               "lookup": PromptLookupConfig(), "layerskip": LayerSkipConfig(num_layers=skip_layers),
+               "draft-tree": DraftTreeConfig(),
+               "lookup": PromptLookupConfig(), "lookup-tree": PromptLookupConfig(branches=4),
+               "layerskip": LayerSkipConfig(num_layers=skip_layers),
                "jacobi": JacobiConfig()}
     drafters = {m: make_drafter(config, target, draft) for m, config in configs.items() if m in methods}
     runners = {
@@ -150,7 +152,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     }
     for name, drafter in drafters.items():
         runners[name] = lambda ids, d=drafter: _run_multispec(target, d, ids, max_new_tokens)
-    draft_module = {"draft": draft, "draft-fixed": draft, "hf-assisted": draft}
+    draft_module = {"draft": draft, "draft-fixed": draft, "draft-tree": draft, "hf-assisted": draft}
     if "layerskip" in drafters:
         draft_module["layerskip"] = drafters["layerskip"].lm.model
 

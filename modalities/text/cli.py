@@ -8,7 +8,7 @@ import time
 import torch
 
 from . import bench
-from multispec.methods import DraftModelConfig
+from multispec.methods import DraftModelConfig, DraftTreeConfig
 
 from ..method_args import add_method_arguments, method_from_args
 from .generation import ACCEPTANCES, DRAFTERS, stream_text
@@ -41,7 +41,7 @@ def run_text(args) -> int:
         torch.set_num_threads(args.threads)
     target_path, draft_path = _resolve(args)
     method = method_from_args(args)
-    need_draft = isinstance(method.drafter, DraftModelConfig)
+    need_draft = isinstance(method.drafter, (DraftModelConfig, DraftTreeConfig))
     target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None, args.device, _dtype(args))
     generator = torch.Generator(device=target.device).manual_seed(args.seed) if args.seed is not None else None
     stream = stream_text(args.prompt, target, tokenizer, method=method, draft=draft, max_new_tokens=args.max_new_tokens,

@@ -10,10 +10,11 @@ import multispec
 from multispec.acceptance import TypicalAcceptance
 from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
 from multispec.lm import output_vocab_size
-from multispec.methods import (DraftModelConfig, ExactConfig, JacobiConfig, LayerSkipConfig, Method, PromptLookupConfig,
-                               TypicalConfig, require_supported)
+from multispec.methods import (DraftModelConfig, DraftTreeConfig, ExactConfig, JacobiConfig, LayerSkipConfig, Method,
+                               PromptLookupConfig, TypicalConfig, require_supported)
+from multispec.tree_drafters import DraftTree
 
-DRAFTERS = (DraftModelConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig)
+DRAFTERS = (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig)
 ACCEPTANCES = (ExactConfig, TypicalConfig)
 
 
@@ -24,10 +25,10 @@ def make_drafter(config, target, draft=None):
         return None
     require_supported(config, DRAFTERS, "the text adapter")
     settings = dataclasses.asdict(config)
-    if isinstance(config, DraftModelConfig):
+    if isinstance(config, (DraftModelConfig, DraftTreeConfig)):
         if draft is None:
-            raise ValueError("drafter 'draft' needs a draft model (--draft PATH)")
-        return DraftModel(draft, **settings)
+            raise ValueError(f"drafter {config.name!r} needs a draft model (--draft PATH)")
+        return (DraftModel if isinstance(config, DraftModelConfig) else DraftTree)(draft, **settings)
     if isinstance(config, PromptLookupConfig):
         settings["max_ngram"] = config.max_ngram or 3
         return PromptLookup(**settings)
