@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 
 from . import checks, trees
-from .acceptance import AcceptanceRule, Greedy, SpeculativeSampling
+from .acceptance import AcceptanceRule, Greedy, SpeculativeSampling, Verdict
 from .drafters import Draft, Feedback
 from .lm import Verifier, as_verifier
 from .sampling import Sampling
@@ -132,17 +132,12 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         #    -> p [γ+1, V] from the last rows (for a tree: row 0 after the newest token, row i+1 after node i).
         fed = torch.cat([tokens[cached: length], draft_tokens])
         if draft.parents is None:
-            logits = verifier.forward(fed)[-(gamma + 1):]
-            path = None
-        else:
-            logits, path = _verify_tree(verifier, fed, draft.parents.to(device), length - cached, rule, sampling)
-        p = sampling.probs(logits)
-        if path is None:
+            p = sampling.probs(verifier.forward(fed)[-(gamma + 1):])
             q = None if draft.probs is None else draft.probs.to(device)
             verdict = rule(draft_tokens, q, p, greedy=sampling.greedy, generator=generator)
-        else:  # the accepted path as a chain: its tokens equal the target's argmax at their parents
-            rows = torch.tensor([0] + [i + 1 for i in path], device=device)
-            verdict = rule(draft_tokens[path], None, p[rows], greedy=True, generator=generator)
+            path = None
+        else:
+            p, path, verdict = _verify_tree(verifier, fed, draft, length - cached, rule, sampling, generator)
 
         # 3. Accept the verified prefix and the target's own token; stop after eos.
         accepted_drafts = draft_tokens if path is None else draft_tokens[path]
@@ -186,20 +181,32 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
             break
 
 
-def _verify_tree(verifier, fed: torch.Tensor, parents: torch.Tensor, uncached: int, rule, sampling):
-    """One forward over ``fed`` = [uncached tokens (chained), tree nodes with ``parents``] -> (logits
-    [n + 1, V]: after the newest token and after each node, the greedy accepted path's node indices)."""
-    if not sampling.greedy or not isinstance(rule, Greedy):
-        raise ValueError("token-tree drafts are verified under greedy decoding with the exact rule only "
-                         "(tree sampling and relaxed rules over trees are not implemented yet)")
+def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule, sampling, generator):
+    """One forward over ``fed`` = [uncached tokens (chained), the draft tree's nodes] -> (p [n + 1, V]
+    after the newest token and after each node, the accepted path's node indices, its Verdict)."""
+    if not isinstance(rule, (Greedy, SpeculativeSampling)):
+        raise ValueError("token-tree drafts are verified with the exact rules only (relaxed rules over trees "
+                         "are not implemented yet)")
+    if draft.probs is not None:
+        raise ValueError("token-tree drafts must be point masses (Draft.probs None); sampled tree drafts "
+                         "are not implemented yet")
     if not callable(getattr(verifier, "forward_tree", None)):
         raise ValueError(f"a token-tree draft needs a verifier with forward_tree/keep; "
                          f"{type(verifier).__name__} has none")
+    parents = draft.parents.to(fed.device)
     trees.check_parents(parents)
     fed_parents = torch.cat([torch.arange(-1, uncached - 1, device=fed.device),
                              torch.where(parents < 0, uncached - 1, parents + uncached)])
     logits = verifier.forward_tree(fed, fed_parents)[uncached - 1:]
-    return logits, trees.greedy_path(fed[uncached:], parents, logits.argmax(dim=-1))
+    p = sampling.probs(logits)
+    nodes = fed[uncached:]
+    if sampling.greedy:
+        predicted = logits.argmax(dim=-1)
+        path = trees.greedy_path(nodes, parents, predicted)
+        next_token = int(predicted[path[-1] + 1 if path else 0])
+    else:
+        path, next_token = trees.sample_path(nodes, parents, p, generator)
+    return p, path, Verdict(len(path), next_token)
 
 
 def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: AcceptanceRule | None = None,

@@ -70,7 +70,7 @@ class DraftModelConfig:
 
 @dataclass(frozen=True)
 class DraftTreeConfig:
-    """The draft model grows a dynamic token tree (EAGLE-2 style; greedy decoding only): at each
+    """The draft model grows a dynamic token tree (EAGLE-2 style; exact rules only): at each
     depth the ``width`` best nodes get their ``branches`` likeliest children; ``max_nodes`` are verified."""
 
     name: ClassVar[str] = "draft-tree"
@@ -101,7 +101,7 @@ class PromptLookupConfig:
     num_draft_tokens: int = 10
     adaptive: bool = True
     max_draft_tokens: int = 16
-    branches: int = 1  # > 1: a token tree of that many continuations (greedy decoding only)
+    branches: int = 1  # > 1: a token tree of that many continuations (exact rules only)
 
     def __post_init__(self):
         _require(isinstance(self.branches, int) and self.branches >= 1,

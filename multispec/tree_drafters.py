@@ -1,10 +1,12 @@
 """Drafters that propose token trees (see :mod:`multispec.trees`); the loop verifies a tree in one
-target forward under greedy decoding and keeps the longest path the target agrees with.
+target forward with the exact rules (greedy: the longest path the target agrees with; sampling:
+point-mass siblings tried in turn, lossless) and keeps the accepted path.
 
 :class:`DraftTree` grows a dynamic tree from a small draft model, EAGLE-2 style: at each depth the
 ``width`` nodes with the highest cumulative draft log-probability are expanded by their ``branches``
 most likely children (one draft forward per depth scores the whole depth), and the ``max_nodes``
-best nodes of the whole tree are proposed. Knows nothing about modalities.
+best nodes of the whole tree are proposed, as point masses (the children are the draft's top-k, not
+samples). Knows nothing about modalities.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Token trees: a draft whose tokens hang off the newest token or off each other, scored by one
 target forward. A node's ``parent`` is the index of the node it follows, −1 for the newest token
 (the root); a chain is the tree whose parents are −1, 0, 1, ... Pure functions over index tensors:
-the attention layout (who sees whom, at which position) and the greedy walk. Nothing here knows a
-model, a cache or a modality.
+the attention layout (who sees whom, at which position) and the two walks that decide which path is
+accepted (greedy, and lossless sampling over point-mass siblings). Nothing here knows a model, a
+cache or a modality.
 """
 from __future__ import annotations
 
@@ -50,9 +51,7 @@ def greedy_path(tokens: torch.Tensor, parents: torch.Tensor, predicted: torch.Te
     the target's own next token is then ``predicted[path[-1] + 1]`` (``predicted[0]`` if empty).
     Among siblings with the same token the first is taken (the same continuation either way).
     """
-    children: dict[int, list[int]] = {}
-    for i, parent in enumerate(parents.tolist()):
-        children.setdefault(parent, []).append(i)
+    children = _children(parents)
     token_list, predicted_list = tokens.tolist(), predicted.tolist()
     path, node = [], -1
     while True:
@@ -62,3 +61,41 @@ def greedy_path(tokens: torch.Tensor, parents: torch.Tensor, predicted: torch.Te
             return path
         path.append(match)
         node = match
+
+
+def _children(parents: torch.Tensor) -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for i, parent in enumerate(parents.tolist()):
+        children.setdefault(parent, []).append(i)
+    return children
+
+
+def sample_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor,
+                generator: torch.Generator | None) -> tuple[list[int], int]:
+    """Lossless sampling over a tree of point-mass drafts: (accepted node indices, the next token).
+
+    probs [n + 1, V] is the target's (warped) distribution after the root (row 0) and after each
+    node (row i + 1). At a node with distribution p, its children c₁, c₂, ... are tried in order:
+    accept cᵢ with probability p(cᵢ) (its q is a point mass, so min(1, p/q) = p(cᵢ)); on a rejection
+    p ← norm(p with p(cᵢ) = 0) and the next child is tried; when every child is rejected, or the
+    node is a leaf, the next token is drawn from the current p. Each step's output is then exactly a
+    draw from the target's p (the chi-square tests check it), whatever the children are.
+    """
+    children = _children(parents)
+    token_list = tokens.tolist()
+    path, node = [], -1
+    while True:
+        p = probs[node + 1].double().clone()
+        accepted = None
+        for child in children.get(node, []):
+            token = token_list[child]
+            mass = float(p[token]) / float(p.sum())
+            if mass > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < mass:
+                accepted = child
+                break
+            p[token] = 0.0
+        if accepted is None:
+            next_token = int(torch.multinomial((p / p.sum()).float(), 1, generator=generator))
+            return path, next_token
+        path.append(accepted)
+        node = accepted

@@ -128,9 +128,22 @@ def test_tree_drafts_equal_hf_greedy(arch):
 def test_trees_are_refused_where_they_are_not_supported():
     target = tiny_model("llama")
     ids = prompts(1)[0]
-    with pytest.raises(ValueError, match="greedy decoding with the exact rule only"):
-        multispec.generate(target, ids, drafter=TwoBranches(target), max_new_tokens=8, temperature=1.0)
+    with pytest.raises(ValueError, match="exact rules only"):
+        multispec.generate(target, ids, drafter=TwoBranches(target), max_new_tokens=8, temperature=1.0,
+                           acceptance=multispec.TopKTolerance(3))
     with pytest.raises(ValueError, match="not supported by GuidedLM"):
         multispec.generate(GuidedLM(target), ids, drafter=TwoBranches(target), max_new_tokens=8)
     with pytest.raises(ValueError, match="branches must be an integer >= 1"):
         PromptLookup(branches=0)
+
+
+def test_sample_path_literals():
+    tokens, parents = torch.tensor([1, 2, 3]), torch.tensor([-1, -1, 0])  # root children 1 and 2; 3 under 1
+    certain = torch.zeros(4, 4)
+    certain[0, 2] = certain[1, 3] = certain[2, 0] = certain[3, 0] = 1.0  # p after root: all on token 2
+    g = torch.Generator().manual_seed(0)
+    # token 1 has p = 0: rejected for sure; token 2 has p = 1: accepted; node 1 (token 2) is a leaf
+    assert trees.sample_path(tokens, parents, certain, g) == ([1], 0)
+    nothing = torch.zeros(4, 4)
+    nothing[0, 0] = 1.0  # neither child is possible: the next token comes from the residual
+    assert trees.sample_path(tokens, parents, nothing, g) == ([], 0)
