@@ -18,7 +18,7 @@ import torch
 from . import checks, trees
 from .acceptance import AcceptanceRule, Greedy, SpeculativeSampling, Verdict
 from .drafters import Draft, Feedback
-from .lm import Verifier, as_verifier
+from .lm import TreeVerifier, Verifier, as_verifier
 from .sampling import Sampling
 from .stats import DecodingStats
 
@@ -190,9 +190,9 @@ def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule,
     if draft.probs is not None:
         raise ValueError("token-tree drafts must be point masses (Draft.probs None); sampled tree drafts "
                          "are not implemented yet")
-    if not callable(getattr(verifier, "forward_tree", None)):
-        raise ValueError(f"a token-tree draft needs a verifier with forward_tree/keep; "
-                         f"{type(verifier).__name__} has none")
+    if not isinstance(verifier, TreeVerifier):
+        raise ValueError(f"a token-tree draft needs a multispec.lm.TreeVerifier (forward_tree, keep); "
+                         f"{type(verifier).__name__} is not one")
     parents = draft.parents.to(fed.device)
     trees.check_parents(parents)
     fed_parents = torch.cat([torch.arange(-1, uncached - 1, device=fed.device),

@@ -44,6 +44,18 @@ class Verifier(Protocol):
     forced_token: Callable[[int, int], int | None] | None
 
 
+@runtime_checkable
+class TreeVerifier(Verifier, Protocol):
+    """A :class:`Verifier` that can also score token trees (:mod:`multispec.trees`) in one forward."""
+
+    def forward_tree(self, tokens: torch.Tensor, parents: torch.Tensor, tree_start: int | None = None) -> torch.Tensor:
+        """Append tokens [m], the last m nodes of a tree with parents [N] (−1: the shared prefix; the
+        first N − m nodes are cached from ``tree_start``) -> logits [m, V]."""
+        ...
+
+    def keep(self, positions: torch.Tensor) -> None: ...  # keep cached positions [k] (ascending), drop the rest
+
+
 VERIFIER_MEMBERS = ("vocab_size", "length", "max_length", "device", "reset", "forward", "rollback", "forced_token")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .drafters import Draft, DraftModel, _empty
+from .lm import TreeVerifier
 
 
 class DraftTree(DraftModel):
@@ -24,8 +25,9 @@ class DraftTree(DraftModel):
         for name, value in (("branches", branches), ("width", width), ("max_nodes", max_nodes)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"DraftTree: {name} must be an integer >= 1, got {value!r}")
-        if not callable(getattr(self.lm, "forward_tree", None)):
-            raise ValueError(f"DraftTree needs a draft model with forward_tree; {type(self.lm).__name__} has none")
+        if not isinstance(self.lm, TreeVerifier):
+            raise ValueError(f"DraftTree needs a draft model that is a multispec.lm.TreeVerifier; "
+                             f"{type(self.lm).__name__} is not one")
         self.branches, self.width, self.max_nodes = branches, width, max_nodes
 
     def propose(self, tokens, max_tokens, sampling, generator) -> Draft:

@@ -6,7 +6,7 @@ import torch
 import multispec
 from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
 from multispec.guidance import GuidedLM
-from multispec.lm import CachedLM, Verifier, as_verifier
+from multispec.lm import CachedLM, TreeVerifier, Verifier, as_verifier
 
 from conftest import tiny_model
 
@@ -16,6 +16,7 @@ def test_shipped_verifiers_and_drafters_are_complete():
     verifiers = [CachedLM(model), GuidedLM(model), GuidedLM(model, 2.0, torch.tensor([0]))]
     assert all(isinstance(v, Verifier) for v in verifiers)
     assert CachedLM(model).forced_token is None  # a plain LM forces nothing
+    assert isinstance(CachedLM(model), TreeVerifier) and not isinstance(HalfVerifier(), TreeVerifier)
     drafters = [DraftModel(model), PromptLookup(), Jacobi(64), LayerSkip(model, 1), DraftModel(GuidedLM(model))]
     assert all(isinstance(d, multispec.Drafter) for d in drafters)
 
