@@ -160,8 +160,11 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         length += n_new
         n_forced = 0 if accepted[-1] in eos else append_forced(max_new_tokens - stats.new_tokens - n_new)
         if drafter is not None:
-            depth = gamma if path is None else int(trees.depths(draft.parents).max()) if gamma else 0
-            drafter.observe(Feedback(depth, verdict.num_accepted, p if path is None else None))
+            if path is None:
+                drafter.observe(Feedback(gamma, verdict.num_accepted, p))
+            else:  # a tree's draft length is its depth
+                depth = int(trees.depths(draft.parents).max()) if gamma else 0
+                drafter.observe(Feedback(depth, verdict.num_accepted))
         t2 = time.perf_counter()
 
         kept_drafts = min(verdict.num_accepted, n_new)

@@ -77,9 +77,6 @@ class Drafter(Protocol):
     def observe(self, feedback: Feedback) -> None: ...  # how many of the last draft were accepted
 
 
-DRAFTER_MEMBERS = ("vocab_size", "reset", "propose", "observe")
-
-
 class ScheduledDrafter:
     """Base class of the bundled drafters: holds the draft-length policy (:class:`DraftLength`).
     ``vocab_size`` is None for model-free drafters."""

@@ -158,7 +158,7 @@ class GuidedLM(CachedLM):
         """Append ``tokens`` [n]; return guided, masked logits [n, V] (or [1, V] if ``last_only``)."""
         return self.forward_rows(tokens[None], last_only)[0]
 
-    def forward_tree(self, tokens: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+    def forward_tree(self, tokens: torch.Tensor, parents: torch.Tensor, tree_start: int | None = None) -> torch.Tensor:
         """Token trees are not yet guided or masked: refused, rather than scored without guidance."""
         raise ValueError("token-tree drafts are not supported by GuidedLM yet (guidance and masks apply to "
                          "chains only); use a chain drafter")
