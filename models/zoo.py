@@ -37,10 +37,15 @@ ENTRIES = {  # name -> kind (the folder under checkpoints/ has the entry's name)
     "speech-codec": "codec",
     "speech-target": "token-lm",
     "speech-draft": "token-lm",
+    "text-target-eagle": "eagle-head",
+}
+FEATURE_HEADS = {  # target name -> its bundled feature head (the eagle drafter's default)
+    "text-target": "text-target-eagle",
 }
 LOADERS = {"vq": "modalities.image.ImageTokenizer.from_pretrained",
            "codec": "modalities.speech.MelRVQCodec.from_pretrained",
-           "classifier": "modalities.image.classifier.load_classifier"}
+           "classifier": "modalities.image.classifier.load_classifier",
+           "eagle-head": "models.feature_heads.load_head"}
 TEXT_PROMPTS = ROOT / "data" / "text" / "prompts_heldout.jsonl"
 SPEC_BENCH = ROOT / "data" / "text" / "spec_bench_question.jsonl"  # Spec-Bench's questions (Apache-2.0)
 IMAGE_HELDOUT = ROOT / "data" / "image" / "heldout_images.npz"

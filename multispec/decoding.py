@@ -18,7 +18,8 @@ import torch
 from . import checks, trees
 from .acceptance import AcceptanceRule, Greedy, SpeculativeSampling, Verdict
 from .drafters import Draft, Feedback
-from .lm import TreeVerifier, Verifier, as_verifier
+from .feature_drafters import FeatureDrafter
+from .lm import FeatureVerifier, TreeVerifier, Verifier, as_verifier
 from .sampling import Sampling
 from .stats import DecodingStats
 
@@ -88,8 +89,17 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
     verifier.reset()
     if drafter is not None:
         drafter.reset()
+    reads_features = isinstance(drafter, FeatureDrafter)
+    if reads_features:
+        if not isinstance(verifier, FeatureVerifier):
+            raise ValueError(f"drafter {type(drafter).__name__} reads the target's hidden states; the target "
+                             f"must be a multispec.lm.FeatureVerifier (capture, features), "
+                             f"{type(verifier).__name__} is not one")
+        verifier.capture(drafter.feature_layers)
     if length > 1:
         verifier.forward(tokens[: length - 1])
+        if reads_features:
+            drafter.observe_features(verifier.features)
     cached = length - 1  # tokens[:cached] are in the target's cache
     stats.prefill_s = time.perf_counter() - start
     forced_token = verifier.forced_token
@@ -151,6 +161,12 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
         tokens[length: length + n_new] = torch.tensor(accepted, device=device)
 
         # 4. Roll back: keep the cache for the sequence up to (not including) its newest token.
+        if reads_features:  # the features of the fed rows now committed: the uncached ones and the accepted path
+            committed = torch.arange(length - cached + verdict.num_accepted, device=device) if path is None else \
+                torch.cat([torch.arange(length - cached, device=device),
+                           torch.tensor(path[: verdict.num_accepted], dtype=torch.long, device=device)
+                           + length - cached])
+            drafter.observe_features(verifier.features.index_select(0, committed.to(verifier.features.device)))
         if path is None:
             verifier.rollback(length + verdict.num_accepted)
         else:  # the prefix and the accepted path's nodes, in order

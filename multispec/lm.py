@@ -56,6 +56,20 @@ class TreeVerifier(Verifier, Protocol):
     def keep(self, positions: torch.Tensor) -> None: ...  # keep cached positions [k] (ascending), drop the rest
 
 
+@runtime_checkable
+class FeatureVerifier(Verifier, Protocol):
+    """A :class:`Verifier` that also reports its hidden states, for drafters that read the target's
+    features (:mod:`multispec.feature_drafters`)."""
+
+    # [n, F] after each forward: the hidden states ``capture`` asked for, concatenated, for the n fed rows
+    features: torch.Tensor | None
+
+    def capture(self, layers: tuple[int, ...] | None) -> None:
+        """From now on keep ``features`` for these ``hidden_states`` indices (i < L: the input of
+        layer i; L: the final normed output); None stops."""
+        ...
+
+
 VERIFIER_MEMBERS = ("vocab_size", "length", "max_length", "device", "reset", "forward", "rollback", "forced_token")
 
 
@@ -109,7 +123,25 @@ class CachedLM:
         self.max_length = context_length(model)
         self._cache_kwarg = compat.cache_kwarg(model)
         self._last_logits_only = compat.accepts_kwarg(model, "logits_to_keep")
+        self.feature_layers: tuple[int, ...] | None = None
+        self.features: torch.Tensor | None = None
         self.reset()
+
+    def capture(self, layers: tuple[int, ...] | None) -> None:
+        """Keep ``features`` [n, F] (these hidden-state indices, concatenated) after each forward."""
+        depth = _text_config(self.model).num_hidden_layers
+        if layers is not None and (not layers or any(not 0 <= i <= depth for i in layers)):
+            raise ValueError(f"feature layers must be hidden-state indices in [0, {depth}], got {layers}")
+        self.feature_layers = None if layers is None else tuple(layers)
+        self.features = None
+
+    def _call(self, input_ids: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """The model's forward -> logits; keeps the captured features of batch row 0."""
+        if self.feature_layers is None:
+            return self.model(input_ids=input_ids, **kwargs).logits
+        out = self.model(input_ids=input_ids, output_hidden_states=True, **kwargs)
+        self.features = torch.cat([out.hidden_states[i][0] for i in self.feature_layers], dim=-1)
+        return out.logits
 
     @property
     def device(self) -> torch.device:
@@ -128,7 +160,7 @@ class CachedLM:
         kwargs = {self._cache_kwarg: self.cache, "use_cache": True}
         if last_only and self._last_logits_only:
             kwargs["logits_to_keep"] = 1
-        logits = self.model(input_ids=input_ids, **kwargs).logits
+        logits = self._call(input_ids, kwargs)
         self.length += input_ids.shape[1]
         return logits[:, -1:] if last_only else logits
 
@@ -146,7 +178,7 @@ class CachedLM:
         mask, positions = compat.tree_attention(self.model, tree_start, parents, dtype, queries=tokens.shape[0])
         kwargs = {self._cache_kwarg: self.cache, "use_cache": True, "attention_mask": mask,
                   "position_ids": positions}
-        logits = self.model(input_ids=tokens[None], **kwargs).logits[0]
+        logits = self._call(tokens[None], kwargs)[0]
         self.length += tokens.shape[0]
         return logits
 

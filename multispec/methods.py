@@ -243,10 +243,34 @@ class GroupConfig:
         return f"group G={self.group_size}"
 
 
-DrafterConfig = Union[DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig]
+@dataclass(frozen=True)
+class EagleConfig:
+    """A trained feature head reads the target's hidden states and drafts a chain (``branches`` 1,
+    adaptive γ) or a dynamic tree of depth γ (``branches`` > 1, exact rules only)."""
+
+    name: ClassVar[str] = "eagle"
+    num_draft_tokens: int = 5
+    adaptive: bool = True
+    max_draft_tokens: int = 8
+    branches: int = 1
+    width: int = 4
+    max_nodes: int = 16
+
+    def __post_init__(self):
+        for name in ("branches", "width", "max_nodes"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"eagle {name} must be an integer >= 1, got {value!r}")
+        _draft_length(self.num_draft_tokens, self.max_draft_tokens)
+
+    def label(self) -> str:
+        return "eagle" if self.branches == 1 else f"eagle-tree {self.branches}×{self.width}/{self.max_nodes}"
+
+
+DrafterConfig = Union[DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig,
+                      EagleConfig]
 AcceptanceConfig = Union[ExactConfig, TypicalConfig, TopKConfig, AdditiveConfig, NeighborhoodConfig, GroupConfig]
 DRAFTER_CONFIGS = {c.name: c for c in (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig,
-                                       JacobiConfig)}
+                                       JacobiConfig, EagleConfig)}
 ACCEPTANCE_CONFIGS = {c.name: c for c in (ExactConfig, TypicalConfig, TopKConfig, AdditiveConfig,
                                           NeighborhoodConfig, GroupConfig)}
 

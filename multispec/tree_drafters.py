@@ -4,7 +4,7 @@ point-mass siblings tried in turn, lossless) and keeps the accepted path.
 
 :class:`DraftTree` grows a dynamic tree from a small draft model, EAGLE-2 style: at each depth the
 ``width`` nodes with the highest cumulative draft log-probability are expanded by their ``branches``
-most likely children (one draft forward per depth scores the whole depth), and the ``max_nodes``
+most likely children (one draft forward per depth feeds those ``width`` nodes), and the ``max_nodes``
 best nodes of the whole tree are proposed, as point masses (the children are the draft's top-k, not
 samples). Knows nothing about modalities.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from . import trees
 from .drafters import Draft, DraftModel, _empty
 from .lm import TreeVerifier
 
@@ -37,31 +38,18 @@ class DraftTree(DraftModel):
         tokens = tokens.to(self._cached.device)
         logits = self._sync(tokens)  # the draft cache now holds every token
         prefix = tokens.shape[0]
-        node_tokens: list[int] = []
-        parents: list[int] = []
-        scores: list[float] = []  # cumulative draft log-probability of each node's path
-        frontier, frontier_logits = [-1], logits[None]  # nodes to expand and their next-token logits
-        for level in range(depth):
-            logp = torch.log_softmax(frontier_logits.float(), dim=-1)  # [f, V]
-            top = logp.topk(min(self.branches, logp.shape[-1]), dim=-1)
-            start = len(node_tokens)
-            for row, parent in enumerate(frontier):
-                base = 0.0 if parent < 0 else scores[parent]
-                for value, token in zip(top.values[row].tolist(), top.indices[row].tolist()):
-                    node_tokens.append(token)
-                    parents.append(parent)
-                    scores.append(base + value)
-            if level == depth - 1:
-                break
-            new = list(range(start, len(node_tokens)))
-            fed = self.lm.forward_tree(torch.tensor(node_tokens[start:], device=tokens.device),
-                                       torch.tensor(parents, device=tokens.device), tree_start=prefix)
-            best = sorted(new, key=lambda i: -scores[i])[: self.width]
-            frontier, frontier_logits = best, fed[[i - start for i in best]]
+        fed_of: dict[int, int] = {}  # tree node -> its place among the nodes fed to the draft
+        fed_parents: list[int] = []
+
+        def expand(frontier, node_tokens, parents):
+            for node in frontier:
+                fed_of[node] = len(fed_parents)
+                fed_parents.append(fed_of.get(parents[node], -1))
+            return self.lm.forward_tree(torch.tensor([node_tokens[n] for n in frontier], device=tokens.device),
+                                        torch.tensor(fed_parents, device=tokens.device), tree_start=prefix)
+
+        node_tokens, parents = trees.grow(logits, depth, self.branches, self.width, self.max_nodes, expand)
         self.lm.rollback(prefix)
         self._cached = tokens
-        keep = sorted(sorted(range(len(node_tokens)), key=lambda i: -scores[i])[: self.max_nodes])
-        index = {old: new for new, old in enumerate(keep)}  # a node's ancestors score higher: kept too
-        return Draft(torch.tensor([node_tokens[i] for i in keep], device=tokens.device),
-                     parents=torch.tensor([index[parents[i]] if parents[i] >= 0 else -1 for i in keep],
-                                          dtype=torch.long, device=tokens.device))
+        return Draft(torch.tensor(node_tokens, device=tokens.device),
+                     parents=torch.tensor(parents, dtype=torch.long, device=tokens.device))

@@ -99,3 +99,37 @@ def sample_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor
             return path, next_token
         path.append(accepted)
         node = accepted
+
+
+def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_nodes: int,
+         expand) -> tuple[list[int], list[int]]:
+    """A dynamic draft tree, EAGLE-2 style -> (tokens, parents) of its ``max_nodes`` best nodes.
+
+    root_logits [V] are the drafter's logits for the token after the newest one. At each depth the
+    ``width`` nodes of that depth with the highest cumulative draft log-probability get their
+    ``branches`` likeliest children. ``expand(frontier, tokens, parents)`` feeds the frontier's nodes
+    to the drafter (their ancestors were fed before, as earlier frontiers) and returns their logits
+    [len(frontier), V]. The kept nodes are the best by cumulative log-probability; a node never scores
+    above its parent, so every kept node's ancestors are kept (ties keep the earlier node first).
+    """
+    tokens: list[int] = []
+    parents: list[int] = []
+    scores: list[float] = []
+    frontier, frontier_logits = [-1], root_logits[None]
+    for level in range(depth):
+        logp = torch.log_softmax(frontier_logits.float(), dim=-1)  # [f, V]
+        top = logp.topk(min(branches, logp.shape[-1]), dim=-1)
+        start = len(tokens)
+        for row, parent in enumerate(frontier):
+            base = 0.0 if parent < 0 else scores[parent]
+            for value, token in zip(top.values[row].tolist(), top.indices[row].tolist()):
+                tokens.append(token)
+                parents.append(parent)
+                scores.append(base + value)
+        if level == depth - 1:
+            break
+        frontier = sorted(range(start, len(tokens)), key=lambda i: -scores[i])[:width]
+        frontier_logits = expand(frontier, tokens, parents)
+    keep = sorted(sorted(range(len(tokens)), key=lambda i: -scores[i])[:max_nodes])
+    index = {old: new for new, old in enumerate(keep)}
+    return [tokens[i] for i in keep], [index[parents[i]] if parents[i] >= 0 else -1 for i in keep]

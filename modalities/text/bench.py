@@ -22,13 +22,15 @@ import multispec
 from multispec import compat
 from multispec.lm import CachedLM
 
-from multispec.methods import DraftModelConfig, DraftTreeConfig, JacobiConfig, LayerSkipConfig, PromptLookupConfig
+from multispec.methods import (DraftModelConfig, DraftTreeConfig, EagleConfig, JacobiConfig, LayerSkipConfig,
+                               PromptLookupConfig)
 
 from .generation import encode_prompt, make_drafter
 
 ALL_METHODS = ("plain", "hf-plain", "draft", "draft-fixed", "draft-tree", "hf-assisted", "lookup", "lookup-tree",
-               "hf-lookup", "layerskip", "hf-early-exit", "jacobi")
+               "hf-lookup", "layerskip", "hf-early-exit", "jacobi", "eagle", "eagle-tree")
 MODEL_DRAFTERS = ("draft", "draft-fixed", "draft-tree", "hf-assisted")  # methods that need a separate draft model
+HEAD_DRAFTERS = ("eagle", "eagle-tree")  # methods that need a trained feature head
 
 
 @dataclass
@@ -125,24 +127,27 @@ def _add(result: MethodResult, other: MethodResult) -> None:
 
 def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_tokens: int = 64,
               layerskip_layers: int | None = None, lookup_tokens: int = 10, gamma: int = 4,
-              progress: bool = True, chat: bool | None = None) -> dict:
+              progress: bool = True, chat: bool | None = None, head=None, eagle_tree: EagleConfig | None = None) -> dict:
     """Run every method on every prompt (order rotated per prompt) and return the report dict.
 
     ``prompts``: strings, or (category, string) pairs for per-category tables as well.
     ``draft-fixed`` is the draft model at a fixed γ = ``gamma``; ``draft`` uses the adaptive γ.
     ``hf-early-exit`` is Hugging Face's self-speculation from the first ``layerskip_layers`` layers
     (``assistant_early_exit``), the peer of multispec's ``layerskip``. ``chat``: wrap prompts in the
-    tokenizer's chat template (None: when it has one).
+    tokenizer's chat template (None: when it has one). ``eagle`` and ``eagle-tree`` (``eagle_tree``
+    settings, default :class:`EagleConfig` with 4 branches) run the trained feature ``head``.
     """
     prompts = [p if isinstance(p, tuple) else ("all", p) for p in prompts]
-    methods = [m for m in methods if draft is not None or m not in MODEL_DRAFTERS]
+    methods = [m for m in methods if (draft is not None or m not in MODEL_DRAFTERS)
+               and (head is not None or m not in HEAD_DRAFTERS)]
     skip_layers = layerskip_layers or max(1, target.config.num_hidden_layers // 4)
     configs = {"draft": DraftModelConfig(), "draft-fixed": DraftModelConfig(num_draft_tokens=gamma, adaptive=False),
                "draft-tree": DraftTreeConfig(),
                "lookup": PromptLookupConfig(), "lookup-tree": PromptLookupConfig(branches=4),
                "layerskip": LayerSkipConfig(num_layers=skip_layers),
-               "jacobi": JacobiConfig()}
-    drafters = {m: make_drafter(config, target, draft) for m, config in configs.items() if m in methods}
+               "jacobi": JacobiConfig(), "eagle": EagleConfig(),
+               "eagle-tree": eagle_tree or EagleConfig(branches=4, width=4, max_nodes=16)}
+    drafters = {m: make_drafter(config, target, draft, head) for m, config in configs.items() if m in methods}
     runners = {
         "plain": lambda ids: _run_multispec(target, None, ids, max_new_tokens),
         "hf-plain": lambda ids: _run_hf(target, ids, max_new_tokens),
@@ -155,6 +160,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     draft_module = {"draft": draft, "draft-fixed": draft, "draft-tree": draft, "hf-assisted": draft}
     if "layerskip" in drafters:
         draft_module["layerskip"] = drafters["layerskip"].lm.model
+    counted = {**draft_module, **{m: head.decoder for m in HEAD_DRAFTERS if m in drafters}}
 
     device = next(target.parameters()).device
     encoded = [(category, encode_prompt(p, tokenizer, chat=chat).to(device)) for category, p in prompts]
@@ -170,7 +176,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
         order = methods[i % len(methods):] + methods[: i % len(methods)]
         results, outputs = {}, {}
         for name in order:
-            module = draft_module.get(name)
+            module = counted.get(name)
             with ForwardCounter(target_layer) as t_count, ForwardCounter(module or torch.nn.Identity()) as d_count:
                 start = time.perf_counter()
                 seq, steps, drafted, accepted = runners[name](ids)
@@ -196,6 +202,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
 
     categories = sorted({c for c, _ in per_prompt})
     report = {"max_new_tokens": max_new_tokens, "prompts": len(prompts), "gamma_fixed": gamma,
+              "methods": {m: configs[m].label() for m in drafters},
               "layerskip_layers": skip_layers, "dtype": str(target.dtype),
               "threads": torch.get_num_threads(), "target_step_s": t_target, "rows": table(per_prompt)}
     if len(categories) > 1:

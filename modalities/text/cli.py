@@ -8,7 +8,7 @@ import time
 import torch
 
 from . import bench
-from multispec.methods import DraftModelConfig, DraftTreeConfig
+from multispec.methods import DraftModelConfig, DraftTreeConfig, EagleConfig
 
 from ..method_args import add_method_arguments, method_from_args
 from .generation import ACCEPTANCES, DRAFTERS, stream_text
@@ -36,6 +36,20 @@ def _resolve(args):
     return zoo.resolve(args.target), draft
 
 
+def load_feature_head(args, target, required: bool = True):
+    """The eagle head of ``--eagle``, else the registry's head for ``--target`` (None if it has none
+    and not ``required``)."""
+    from models import zoo
+    from models.feature_heads import load_head
+    name = args.eagle or zoo.FEATURE_HEADS.get(args.target or "text-target")
+    if name is None:
+        if required:
+            raise ValueError(f"no bundled eagle head for {args.target}: train one (python -m models.recipes.feature "
+                             f"eagle --target ...) and pass --eagle PATH")
+        return None
+    return load_head(zoo.resolve(name), target)
+
+
 def run_text(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,7 +58,8 @@ def run_text(args) -> int:
     need_draft = isinstance(method.drafter, (DraftModelConfig, DraftTreeConfig))
     target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None, args.device, _dtype(args))
     generator = torch.Generator(device=target.device).manual_seed(args.seed) if args.seed is not None else None
-    stream = stream_text(args.prompt, target, tokenizer, method=method, draft=draft, max_new_tokens=args.max_new_tokens,
+    head = load_feature_head(args, target) if isinstance(method.drafter, EagleConfig) else None
+    stream = stream_text(args.prompt, target, tokenizer, method=method, draft=draft, head=head, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator,
                          chat=args.chat)
     sys.stdout.write(args.prompt)
@@ -76,10 +91,11 @@ def run_bench(args) -> int:
     else:  # the bundled pair's own held-out prompts; Spec-Bench's questions for any other target
         prompts = default_prompts(args.num_prompts, spec_bench=args.target is not None and not _bundled(args.target))
     started = time.time()
-    report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods,
+    head = load_feature_head(args, target, required=False)
+    report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods, head=head,
                              max_new_tokens=args.max_new_tokens, layerskip_layers=args.num_layers,
                              gamma=args.gamma, chat=args.chat)
-    report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started,
+    report.update(target=str(target_path), draft=str(draft_path), eagle=args.eagle, wall_s=time.time() - started,
                   device=str(target.device), dtype=str(target.dtype))
     print(bench.markdown_table(report))
     print(f"saved to {bench.save_report(report, args.out)}", file=sys.stderr)
@@ -104,6 +120,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="target: a save_pretrained folder or a model name, e.g. "
                         "smollm2-135m-instruct or gemma3-270m (default: bundled text-target)")
     parser.add_argument("--draft", help="draft model (folder or name) sharing the target's tokenizer")
+    parser.add_argument("--eagle", help="trained feature head (folder or name) of the eagle drafter "
+                        "(default: the target's bundled head, if any)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")

@@ -10,17 +10,19 @@ import multispec
 from multispec.acceptance import TypicalAcceptance
 from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
 from multispec.lm import output_vocab_size
-from multispec.methods import (DraftModelConfig, DraftTreeConfig, ExactConfig, JacobiConfig, LayerSkipConfig, Method,
-                               PromptLookupConfig, TypicalConfig, require_supported)
+from multispec.feature_drafters import Eagle
+from multispec.methods import (DraftModelConfig, DraftTreeConfig, EagleConfig, ExactConfig, JacobiConfig,
+                               LayerSkipConfig, Method, PromptLookupConfig, TypicalConfig, require_supported)
 from multispec.tree_drafters import DraftTree
 
-DRAFTERS = (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig)
+DRAFTERS = (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig, EagleConfig)
 ACCEPTANCES = (ExactConfig, TypicalConfig)
 
 
-def make_drafter(config, target, draft=None):
+def make_drafter(config, target, draft=None, head=None):
     """The drafter a method config asks for (None: plain decoding); ``draft`` is the separate draft
-    model of :class:`DraftModelConfig`; layer skip keeps a quarter of the target's layers by default."""
+    model of :class:`DraftModelConfig`, ``head`` the trained feature head of :class:`EagleConfig`
+    (``models.feature_heads.load_head``); layer skip keeps a quarter of the target's layers by default."""
     if config is None:
         return None
     require_supported(config, DRAFTERS, "the text adapter")
@@ -29,6 +31,10 @@ def make_drafter(config, target, draft=None):
         if draft is None:
             raise ValueError(f"drafter {config.name!r} needs a draft model (--draft PATH)")
         return (DraftModel if isinstance(config, DraftModelConfig) else DraftTree)(draft, **settings)
+    if isinstance(config, EagleConfig):
+        if head is None:
+            raise ValueError("drafter 'eagle' needs a trained feature head (--eagle PATH or a registry name)")
+        return Eagle(head, **settings)
     if isinstance(config, PromptLookupConfig):
         settings["max_ngram"] = config.max_ngram or 3
         return PromptLookup(**settings)
@@ -86,17 +92,17 @@ class TextStream:
 
 
 def stream_text(prompt: str, target, tokenizer, drafter=None, *, method: Method | None = None, draft=None,
-                chat: bool | None = None, stop_at_eos: bool = True, **generate_kwargs) -> TextStream:
+                head=None, chat: bool | None = None, stop_at_eos: bool = True, **generate_kwargs) -> TextStream:
     """Stream the continuation of ``prompt``; keyword arguments go to :func:`multispec.stream`.
 
     Either pass a ``drafter`` object (any :class:`multispec.Drafter`) or a ``method`` config (its
-    drafter built with ``draft`` as the draft model, and its acceptance rule). ``stop_at_eos``
+    drafter built with ``draft`` as the draft model or ``head`` as the feature head, and its acceptance rule). ``stop_at_eos``
     passes the tokenizer's eos id (the core itself never reads one from a config).
     """
     if method is not None:
         if drafter is not None or "acceptance" in generate_kwargs:
             raise ValueError("pass a method, or a drafter and acceptance, not both")
-        drafter = make_drafter(method.drafter, target, draft)
+        drafter = make_drafter(method.drafter, target, draft, head)
         generate_kwargs["acceptance"] = make_acceptance(method.acceptance)
     input_ids = encode_prompt(prompt, tokenizer, chat).to(next(target.parameters()).device)
     if stop_at_eos and tokenizer.eos_token_id is not None:

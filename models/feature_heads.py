@@ -1,0 +1,127 @@
+"""The EAGLE-style feature head: the trained network behind :class:`multispec.feature_drafters.Eagle`.
+
+Input at position i: the target's token embedding of token i + 1 (the target's own embedding table,
+frozen and not saved) and a hidden state: for committed positions the target's features from a few
+layers fused by ``fc`` (EAGLE-3 reads the inputs of layers 2, L/2 and L − 3), past them the head's
+own output. The two are normalised, concatenated and mapped 2H -> H (``combine``), then run through
+one transformers Llama decoder layer (with its KV cache) and an LM head over a reduced draft
+vocabulary; ``d2t`` holds each draft row's target id. Saved as ``config.json`` + ``model.safetensors``.
+Knows nothing about decoding or training.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import DynamicCache, LlamaConfig, LlamaModel
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+from multispec import compat
+
+FORMAT = "multispec-eagle-v1"
+
+
+def default_feature_layers(num_layers: int) -> tuple[int, ...]:
+    """EAGLE-3's choice: the hidden states entering layers 2, L // 2 and L − 3 (distinct, in order)."""
+    return tuple(sorted({min(2, num_layers - 1), num_layers // 2, max(0, num_layers - 3)}))
+
+
+class EagleHead(torch.nn.Module):
+    def __init__(self, settings: dict, embed: torch.nn.Embedding):
+        super().__init__()
+        self.settings = dict(settings)
+        hidden = settings["hidden_size"]
+        self.feature_layers = tuple(settings["feature_layers"])
+        self.vocab_size = settings["vocab_size"]
+        self.embed = embed
+        self.fc = torch.nn.Linear(settings["target_hidden_size"] * len(self.feature_layers), hidden, bias=False)
+        self.embed_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
+        self.hidden_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
+        self.combine = torch.nn.Linear(2 * hidden, hidden, bias=False)
+        self.config = LlamaConfig(vocab_size=1, hidden_size=hidden, intermediate_size=settings["intermediate_size"],
+                                  num_hidden_layers=1, num_attention_heads=settings["num_attention_heads"],
+                                  num_key_value_heads=settings.get("num_key_value_heads", settings["num_attention_heads"]),
+                                  head_dim=settings.get("head_dim", hidden // settings["num_attention_heads"]),
+                                  max_position_embeddings=settings["max_position_embeddings"],
+                                  rms_norm_eps=settings["rms_norm_eps"],
+                                  rope_parameters={"rope_type": "default", "rope_theta": settings["rope_theta"]},
+                                  bos_token_id=None, eos_token_id=None, pad_token_id=None)
+        self.decoder = LlamaModel(self.config)
+        self.lm_head = torch.nn.Linear(hidden, settings["draft_vocab_size"], bias=False)
+        self.register_buffer("d2t", torch.arange(settings["draft_vocab_size"]), persistent=True)
+
+    @property
+    def draft_to_target(self) -> torch.Tensor:
+        return self.d2t
+
+    def fuse(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.to(self.fc.weight.dtype))
+
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache()
+
+    def step(self, tokens, inputs, cache, position_ids, attention_mask=None):
+        """tokens [B, n], inputs [B, n, H] -> (draft logits [B, n, Vd], hidden [B, n, H]); appends to cache."""
+        x = self.combine(torch.cat([self.embed_norm(self.embed(tokens).to(inputs.dtype)), self.hidden_norm(inputs)],
+                                   dim=-1))
+        cache_kwargs = {} if cache is None else {compat.cache_kwarg(self.decoder): cache, "use_cache": True}
+        out = self.decoder(inputs_embeds=x, **cache_kwargs,
+                           position_ids=position_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state
+        return self.lm_head(hidden), hidden
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every tensor but the borrowed target embedding (and the decoder's unused 1-row table)."""
+        return {k: v for k, v in self.state_dict().items()
+                if not k.startswith("embed.") and k != "decoder.embed_tokens.weight"}
+
+    def save(self, folder: Path, card: dict | None = None) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.trainable_state().items()}, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps({"format": FORMAT, **self.settings, **(card or {})}, indent=2))
+
+
+def settings_for(target: torch.nn.Module, draft_vocab_size: int, feature_layers=None) -> dict:
+    """Head settings sized like one layer of ``target`` (a transformers causal LM)."""
+    config = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+    layers = feature_layers or default_feature_layers(config.num_hidden_layers)
+    heads = config.num_attention_heads
+    return {"hidden_size": config.hidden_size, "target_hidden_size": config.hidden_size,
+            "intermediate_size": getattr(config, "intermediate_size", 4 * config.hidden_size),
+            "num_attention_heads": heads, "feature_layers": list(layers),
+            "num_key_value_heads": getattr(config, "num_key_value_heads", None) or heads,
+            "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
+            "vocab_size": int(target.get_output_embeddings().weight.shape[0]),
+            "draft_vocab_size": draft_vocab_size,
+            "max_position_embeddings": getattr(config, "max_position_embeddings", 2048) or 2048,
+            "rms_norm_eps": getattr(config, "rms_norm_eps", 1e-6), "rope_theta": 10000.0,
+            "target_layers": config.num_hidden_layers}
+
+
+def load_head(folder, target: torch.nn.Module) -> EagleHead:
+    """The head saved in ``folder``, reading ``target``'s embedding (safetensors only; clear errors)."""
+    folder = Path(folder)
+    config_path, weights = folder / "config.json", folder / "model.safetensors"
+    if not config_path.is_file() or not weights.is_file():
+        raise ValueError(f"{folder} is not an EAGLE head folder (needs config.json and model.safetensors)")
+    settings = json.loads(config_path.read_text())
+    if settings.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: format {settings.get('format')!r}, expected {FORMAT!r}")
+    vocab = int(target.get_output_embeddings().weight.shape[0])
+    if settings["vocab_size"] != vocab:
+        raise ValueError(f"the head in {folder} was trained for a vocabulary of {settings['vocab_size']}, "
+                         f"the target has {vocab}")
+    keys = ("hidden_size", "target_hidden_size", "intermediate_size", "num_attention_heads", "feature_layers",
+            "vocab_size", "draft_vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+            "target_layers")
+    head = EagleHead({k: settings[k] for k in keys + ("num_key_value_heads", "head_dim") if k in settings},
+                     target.get_input_embeddings())
+    missing, unexpected = head.load_state_dict(load_file(str(weights)), strict=False)
+    missing = [k for k in missing if not k.startswith("embed.") and k != "decoder.embed_tokens.weight"]
+    if missing or unexpected:
+        raise ValueError(f"{weights}: missing {missing}, unexpected {unexpected}")
+    dtype = next(target.parameters()).dtype
+    return head.to(dtype=dtype, device=next(target.parameters()).device).eval()
