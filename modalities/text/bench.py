@@ -90,10 +90,10 @@ def last_layer(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def single_step_seconds(model, context: int = 64, repeats: int = 30) -> float:
-    """Median time of one KV-cached single-token forward after ``context`` tokens."""
+def single_step_seconds(model, context: int = 64, repeats: int = 30, tokens: int = 1) -> float:
+    """Median time of one KV-cached forward of ``tokens`` new tokens after ``context`` tokens."""
     lm = CachedLM(model)
-    ids = torch.randint(0, lm.vocab_size, (context + 1,), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, lm.vocab_size, (context + tokens,), generator=torch.Generator().manual_seed(0))
     ids = ids.to(lm.device)
     times = []
     with torch.inference_mode():
@@ -104,6 +104,12 @@ def single_step_seconds(model, context: int = 64, repeats: int = 30) -> float:
             times.append(time.perf_counter() - start)
             lm.rollback(context)
     return statistics.median(times[3:])
+
+
+def verify_costs(model, sizes=(1, 2, 4, 8, 16, 32), context: int = 200, repeats: int = 10) -> dict[int, float]:
+    """The cost of one forward of k new tokens relative to one of a single token, for each k."""
+    one = single_step_seconds(model, context, repeats)
+    return {k: single_step_seconds(model, context, repeats, k) / one for k in sizes}
 
 
 def _run_multispec(target, drafter, ids, max_new_tokens):
@@ -167,6 +173,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     for name in methods:  # warm-up
         runners[name](encoded[0][1][:, :8])
     t_target = single_step_seconds(target)
+    costs = verify_costs(target)
     cost = {m: single_step_seconds(module) / t_target for m, module in draft_module.items() if module is not None}
 
     target_layer = last_layer(target)
@@ -204,7 +211,8 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     report = {"max_new_tokens": max_new_tokens, "prompts": len(prompts), "gamma_fixed": gamma,
               "methods": {m: configs[m].label() for m in drafters},
               "layerskip_layers": skip_layers, "dtype": str(target.dtype),
-              "threads": torch.get_num_threads(), "target_step_s": t_target, "rows": table(per_prompt)}
+              "threads": torch.get_num_threads(), "target_step_s": t_target, "verify_cost": costs,
+              "rows": table(per_prompt)}
     if len(categories) > 1:
         report["by_category"] = {c: table([r for r in per_prompt if r[0] == c]) for c in categories}
     return report
@@ -213,6 +221,10 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
 def markdown_table(report: dict) -> str:
     """All prompts, then one table per prompt category when there are several."""
     parts = [_markdown_rows(report["rows"], f"all {report['prompts']} prompts")]
+    if report.get("verify_cost"):
+        costs = report["verify_cost"]
+        parts.append("cost of one target forward of k new tokens / one token (200-token context): "
+                     + ", ".join(f"k={k}: {v:.2f}" for k, v in costs.items()))
     for category, rows in report.get("by_category", {}).items():
         parts.append(_markdown_rows(rows, category))
     return "\n\n".join(parts)
