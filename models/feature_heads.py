@@ -1,11 +1,21 @@
-"""The EAGLE-style feature head: the trained network behind :class:`multispec.feature_drafters.Eagle`.
+"""The trained feature heads behind :mod:`multispec.feature_drafters`: EAGLE-style and Medusa.
+
+EAGLE-style (:class:`EagleHead`, drafter ``Eagle``):
 
 Input at position i: the target's token embedding of token i + 1 (the target's own embedding table,
 frozen and not saved) and a hidden state: for committed positions the target's features from a few
 layers fused by ``fc`` (EAGLE-3 reads the inputs of layers 2, L/2 and L − 3), past them the head's
 own output. The two are normalised, concatenated and mapped 2H -> H (``combine``), then run through
 one transformers Llama decoder layer (with its KV cache) and an LM head over a reduced draft
-vocabulary; ``d2t`` holds each draft row's target id. Saved as ``config.json`` + ``model.safetensors``.
+vocabulary; ``d2t`` holds each draft row's target id.
+
+Medusa (:class:`MedusaHead`, drafter ``Medusa``; Cai et al. 2024): K heads on the target's final
+normed hidden state; head k (1..K) is a residual block x + SiLU(W_k x + b_k), zero-initialised so it
+starts as the identity, and an LM head over the draft vocabulary (rows initialised from the target's
+output embedding). Applied to the feature at position i, head k predicts the token at i + 1 + k.
+
+Both are saved as ``config.json`` (with a ``format`` field) + ``model.safetensors`` and loaded
+against a target (:func:`load_head`, :func:`load_medusa`), refusing mismatches with clear errors.
 Knows nothing about decoding or training.
 """
 from __future__ import annotations
@@ -21,6 +31,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from multispec import compat
 
 FORMAT = "multispec-eagle-v1"
+MEDUSA_FORMAT = "multispec-medusa-v1"
 
 
 def default_feature_layers(num_layers: int) -> tuple[int, ...]:
@@ -74,19 +85,15 @@ class EagleHead(torch.nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every tensor but the borrowed target embedding (and the decoder's unused 1-row table)."""
-        return {k: v for k, v in self.state_dict().items()
-                if not k.startswith("embed.") and k != "decoder.embed_tokens.weight"}
+        return {k: v for k, v in self.state_dict().items() if not _borrowed(k)}
 
     def save(self, folder: Path, card: dict | None = None) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.trainable_state().items()}, str(folder / "model.safetensors"))
-        (folder / "config.json").write_text(json.dumps({"format": FORMAT, **self.settings, **(card or {})}, indent=2))
+        _save(folder, FORMAT, self.settings, self.trainable_state(), card)
 
 
 def settings_for(target: torch.nn.Module, draft_vocab_size: int, feature_layers=None) -> dict:
     """Head settings sized like one layer of ``target`` (a transformers causal LM)."""
-    config = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+    config = _text_config(target)
     layers = feature_layers or default_feature_layers(config.num_hidden_layers)
     heads = config.num_attention_heads
     return {"hidden_size": config.hidden_size, "target_hidden_size": config.hidden_size,
@@ -103,25 +110,114 @@ def settings_for(target: torch.nn.Module, draft_vocab_size: int, feature_layers=
 
 def load_head(folder, target: torch.nn.Module) -> EagleHead:
     """The head saved in ``folder``, reading ``target``'s embedding (safetensors only; clear errors)."""
-    folder = Path(folder)
-    config_path, weights = folder / "config.json", folder / "model.safetensors"
-    if not config_path.is_file() or not weights.is_file():
-        raise ValueError(f"{folder} is not an EAGLE head folder (needs config.json and model.safetensors)")
-    settings = json.loads(config_path.read_text())
-    if settings.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: format {settings.get('format')!r}, expected {FORMAT!r}")
-    vocab = int(target.get_output_embeddings().weight.shape[0])
-    if settings["vocab_size"] != vocab:
-        raise ValueError(f"the head in {folder} was trained for a vocabulary of {settings['vocab_size']}, "
-                         f"the target has {vocab}")
+    settings, weights = _read(folder, FORMAT, "an EAGLE head", target)
     keys = ("hidden_size", "target_hidden_size", "intermediate_size", "num_attention_heads", "feature_layers",
             "vocab_size", "draft_vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta",
             "target_layers")
     head = EagleHead({k: settings[k] for k in keys + ("num_key_value_heads", "head_dim") if k in settings},
                      target.get_input_embeddings())
+    return _fill(head, weights, target, borrowed=_borrowed)
+
+
+def _borrowed(key: str) -> bool:
+    """An EagleHead tensor that is not saved: the target's embedding and the decoder's unused 1-row table."""
+    return key.startswith("embed.") or key == "decoder.embed_tokens.weight"
+
+
+class MedusaHead(torch.nn.Module):
+    """K Medusa heads over the target's final hidden state (``hidden_states[L]``)."""
+
+    def __init__(self, settings: dict):
+        super().__init__()
+        self.settings = dict(settings)
+        hidden, heads = settings["hidden_size"], settings["num_heads"]
+        self.feature_layers = (settings["target_layers"],)
+        self.vocab_size = settings["vocab_size"]
+        self.num_heads = heads
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(hidden, hidden) for _ in range(heads))
+        for block in self.blocks:  # each head starts as the identity on the feature
+            torch.nn.init.zeros_(block.weight)
+            torch.nn.init.zeros_(block.bias)
+        self.lm_heads = torch.nn.ModuleList(torch.nn.Linear(hidden, settings["draft_vocab_size"], bias=False)
+                                            for _ in range(heads))
+        self.register_buffer("d2t", torch.arange(settings["draft_vocab_size"]), persistent=True)
+
+    @property
+    def draft_to_target(self) -> torch.Tensor:
+        return self.d2t
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        """feature [..., F] -> draft logits [K, ..., Vd] (head k's row predicts the token k + 1 further on)."""
+        x = feature.to(self.blocks[0].weight.dtype)
+        return torch.stack([lm(x + torch.nn.functional.silu(block(x)))
+                            for block, lm in zip(self.blocks, self.lm_heads)])
+
+    def predict(self, feature: torch.Tensor) -> torch.Tensor:
+        """feature [n, F] -> draft logits [K, n, Vd]."""
+        return self(feature)
+
+    def warm_start(self, target: torch.nn.Module) -> None:
+        """Each head's LM head rows from the target's output embedding rows ``d2t``."""
+        rows = target.get_output_embeddings().weight.data[self.d2t.to(target.get_output_embeddings().weight.device)]
+        for lm in self.lm_heads:
+            lm.weight.data.copy_(rows.to(lm.weight))
+
+    def save(self, folder: Path, card: dict | None = None) -> None:
+        _save(folder, MEDUSA_FORMAT, self.settings, self.state_dict(), card)
+
+
+def medusa_settings_for(target: torch.nn.Module, num_heads: int, draft_vocab_size: int) -> dict:
+    """Settings of ``num_heads`` Medusa heads on ``target`` (a transformers causal LM)."""
+    config = _text_config(target)
+    vocab = int(target.get_output_embeddings().weight.shape[0])
+    return {"hidden_size": config.hidden_size, "num_heads": num_heads, "vocab_size": vocab,
+            "draft_vocab_size": min(draft_vocab_size, vocab), "target_layers": config.num_hidden_layers}
+
+
+def load_medusa(folder, target: torch.nn.Module) -> MedusaHead:
+    """The Medusa heads saved in ``folder`` for ``target`` (safetensors only; clear errors)."""
+    settings, weights = _read(folder, MEDUSA_FORMAT, "a Medusa head", target)
+    config = _text_config(target)
+    if (settings["hidden_size"], settings["target_layers"]) != (config.hidden_size, config.num_hidden_layers):
+        raise ValueError(f"the Medusa heads in {folder} read a {settings['hidden_size']}-wide feature after "
+                         f"{settings['target_layers']} layers; the target has {config.hidden_size} and "
+                         f"{config.num_hidden_layers}")
+    keys = ("hidden_size", "num_heads", "vocab_size", "draft_vocab_size", "target_layers")
+    return _fill(MedusaHead({k: settings[k] for k in keys}), weights, target, borrowed=lambda k: False)
+
+
+def _text_config(target: torch.nn.Module):
+    return target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+
+
+def _save(folder, format_name: str, settings: dict, tensors: dict, card: dict | None) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"format": format_name, **settings, **(card or {})}, indent=2))
+
+
+def _read(folder, format_name: str, what: str, target: torch.nn.Module) -> tuple[dict, Path]:
+    """(settings, weights path) of the head folder, checked for its files, format and vocabulary."""
+    folder = Path(folder)
+    config_path, weights = folder / "config.json", folder / "model.safetensors"
+    if not config_path.is_file() or not weights.is_file():
+        raise ValueError(f"{folder} is not {what} folder (needs config.json and model.safetensors)")
+    settings = json.loads(config_path.read_text())
+    if settings.get("format") != format_name:
+        raise ValueError(f"{config_path}: format {settings.get('format')!r}, expected {format_name!r}")
+    vocab = int(target.get_output_embeddings().weight.shape[0])
+    if settings["vocab_size"] != vocab:
+        raise ValueError(f"the head in {folder} was trained for a vocabulary of {settings['vocab_size']}, "
+                         f"the target has {vocab}")
+    return settings, weights
+
+
+def _fill(head: torch.nn.Module, weights: Path, target: torch.nn.Module, borrowed) -> torch.nn.Module:
+    """``head`` with the saved tensors (all but the ``borrowed`` ones), in the target's dtype and device, eval."""
     missing, unexpected = head.load_state_dict(load_file(str(weights)), strict=False)
-    missing = [k for k in missing if not k.startswith("embed.") and k != "decoder.embed_tokens.weight"]
+    missing = [k for k in missing if not borrowed(k)]
     if missing or unexpected:
         raise ValueError(f"{weights}: missing {missing}, unexpected {unexpected}")
-    dtype = next(target.parameters()).dtype
-    return head.to(dtype=dtype, device=next(target.parameters()).device).eval()
+    parameter = next(target.parameters())
+    return head.to(dtype=parameter.dtype, device=parameter.device).eval()

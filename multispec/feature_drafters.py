@@ -1,4 +1,4 @@
-"""Drafters that read the target's own hidden states (EAGLE-style feature drafters).
+"""Drafters that read the target's own hidden states (EAGLE-style and Medusa feature drafters).
 
 The loop hands such a drafter (:class:`FeatureDrafter`) the target's features of every position it
 commits to the target's cache, in order (``observe_features``), after the prefill and after each
@@ -8,7 +8,10 @@ whose input at position i is (target feature at i, token i + 1) for committed po
 own output hidden state at i, drafted token i + 1) past them, so it runs ahead of the target on its
 own features. It proposes a chain (adaptive γ) or, with ``branches`` > 1, a dynamic token tree
 (:func:`multispec.trees.grow`), over its own reduced draft vocabulary mapped to target ids.
-Knows nothing about modalities or how the head was trained (see ``models.recipes.feature_drafters``).
+:class:`Medusa` drafts with K heads on the newest committed final hidden state alone (head k
+predicts the k-th token after the newest one; no drafting forward depends on the drafted tokens):
+a chain of the heads' picks, or a tree of their top candidates.
+Knows nothing about modalities or how the heads were trained (see ``models.recipes.feature``).
 """
 from __future__ import annotations
 
@@ -51,27 +54,62 @@ class FeatureHead(Protocol):
         ...
 
 
-class Eagle(ScheduledDrafter):
-    """A feature drafter: chain (``branches`` 1, adaptive γ) or dynamic tree of depth γ."""
+@runtime_checkable
+class MedusaHeads(Protocol):
+    """The trained heads of a :class:`Medusa` drafter (``models.feature_heads.MedusaHead`` is one)."""
 
-    def __init__(self, head: FeatureHead, num_draft_tokens: int = 5, adaptive: bool = True,
-                 max_draft_tokens: int = 8, branches: int = 1, width: int = 4, max_nodes: int = 16):
+    feature_layers: tuple[int, ...]  # (L,): the target's final normed hidden state
+    vocab_size: int  # the target's vocabulary
+    draft_to_target: torch.Tensor  # [Vd] the target id of each draft-vocabulary row
+    num_heads: int  # K
+
+    def predict(self, feature: torch.Tensor) -> torch.Tensor: ...  # [n, F] -> draft logits [K, n, Vd]
+
+
+class _HeadDrafter(ScheduledDrafter):
+    """What both feature drafters share: the checked head, the tree settings and the vocabulary map."""
+
+    members: tuple[str, ...] = ()  # the head members the drafter uses
+    protocol = ""  # the head protocol's name, for the error
+
+    def __init__(self, head, num_draft_tokens: int, adaptive: bool, max_draft_tokens: int, branches: int,
+                 width: int, max_nodes: int):
         super().__init__(num_draft_tokens, adaptive, max_draft_tokens)
-        missing = [m for m in ("feature_layers", "vocab_size", "draft_to_target", "fuse", "new_cache", "step")
+        name = type(self).__name__
+        missing = [m for m in ("feature_layers", "vocab_size", "draft_to_target", *self.members)
                    if not hasattr(head, m)]
         if missing:
-            raise ValueError(f"Eagle needs a feature head (multispec.feature_drafters.FeatureHead); "
+            raise ValueError(f"{name} needs a trained head (multispec.feature_drafters.{self.protocol}); "
                              f"{type(head).__name__} lacks {', '.join(missing)}")
-        for name, value in (("branches", branches), ("width", width), ("max_nodes", max_nodes)):
+        for setting, value in (("branches", branches), ("width", width), ("max_nodes", max_nodes)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Eagle: {name} must be an integer >= 1, got {value!r}")
+                raise ValueError(f"{name}: {setting} must be an integer >= 1, got {value!r}")
         self.head = head
         self.feature_layers = tuple(head.feature_layers)
         self.vocab_size = int(head.vocab_size)
         self.branches, self.width, self.max_nodes = branches, width, max_nodes
         d2t = head.draft_to_target
-        self._identity_vocab = d2t.shape[0] == self.vocab_size and bool((d2t == torch.arange(d2t.shape[0])).all())
+        self._identity_vocab = d2t.shape[0] == self.vocab_size and \
+            bool((d2t == torch.arange(d2t.shape[0], device=d2t.device)).all())
         self.reset()
+
+    def _full(self, logits: torch.Tensor) -> torch.Tensor:
+        """Draft-vocabulary logits [m, Vd] -> target-vocabulary logits [m, V] (−inf off the draft vocabulary)."""
+        if self._identity_vocab:
+            return logits
+        out = logits.new_full((logits.shape[0], self.vocab_size), float("-inf"))
+        out[:, self.head.draft_to_target.to(logits.device)] = logits
+        return out
+
+
+class Eagle(_HeadDrafter):
+    """A feature drafter: chain (``branches`` 1, adaptive γ) or dynamic tree of depth γ."""
+
+    members, protocol = ("fuse", "new_cache", "step"), "FeatureHead"
+
+    def __init__(self, head: FeatureHead, num_draft_tokens: int = 5, adaptive: bool = True,
+                 max_draft_tokens: int = 8, branches: int = 1, width: int = 4, max_nodes: int = 16):
+        super().__init__(head, num_draft_tokens, adaptive, max_draft_tokens, branches, width, max_nodes)
 
     def reset(self) -> None:
         super().reset()
@@ -85,14 +123,6 @@ class Eagle(ScheduledDrafter):
         if features.shape[0]:
             self._pending.append(self.head.fuse(features))
             self._committed += features.shape[0]
-
-    def _full(self, logits: torch.Tensor) -> torch.Tensor:
-        """Draft-vocabulary logits [m, Vd] -> target-vocabulary logits [m, V] (−inf off the draft vocabulary)."""
-        if self._identity_vocab:
-            return logits
-        out = logits.new_full((logits.shape[0], self.vocab_size), float("-inf"))
-        out[:, self.head.draft_to_target.to(logits.device)] = logits
-        return out
 
     def _enter_committed(self, tokens: torch.Tensor) -> None:
         """Enter positions [entries, committed) as (their target feature, the token after them)."""
@@ -148,6 +178,52 @@ class Eagle(ScheduledDrafter):
         node_tokens, parents = trees.grow(self._full(root_logits[None])[0], depth, self.branches, self.width,
                                           self.max_nodes, expand)
         return Draft(torch.tensor(node_tokens, device=device),
+                     parents=torch.tensor(parents, dtype=torch.long, device=device))
+
+
+class Medusa(_HeadDrafter):
+    """Medusa heads: γ = min(K, the length policy, max_tokens) tokens, head k's pick at depth k
+    (``branches`` 1), or a tree of the heads' top-``branches`` candidates ranked by the product of
+    their probabilities along the path (``branches`` > 1, at most ``max_nodes`` nodes)."""
+
+    members, protocol = ("num_heads", "predict"), "MedusaHeads"
+
+    def __init__(self, head: MedusaHeads, num_draft_tokens: int = 4, adaptive: bool = True,
+                 max_draft_tokens: int = 5, branches: int = 1, width: int = 4, max_nodes: int = 16):
+        super().__init__(head, num_draft_tokens, adaptive, max_draft_tokens, branches, width, max_nodes)
+
+    def reset(self) -> None:
+        super().reset()
+        self._committed = 0  # positions whose target features arrived
+        self._newest = None  # [F] the feature of the newest committed position
+
+    def observe_features(self, features: torch.Tensor) -> None:
+        if features.shape[0]:
+            self._newest = features[-1]
+            self._committed += features.shape[0]
+
+    def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
+        depth = min(int(self.head.num_heads), self.length.current, max_tokens)
+        if depth <= 0 or self._committed == 0 or self._committed != tokens.shape[0] - 1:
+            return _empty(tokens.device)  # e.g. forced tokens not yet seen by the target
+        logits = self.head.predict(self._newest[None])[:depth, 0]  # [depth, Vd]: head k -> the k-th token
+        if self.branches > 1:
+            return self._propose_tree(logits, tokens.device)
+        q = sampling.probs(self._full(logits))  # [depth, V]
+        return Draft(sampling.pick(q, generator).to(tokens.device), None if sampling.greedy else q)
+
+    def _propose_tree(self, logits: torch.Tensor, device) -> Draft:
+        """logits [depth, Vd]: the heads' draft logits -> a point-mass tree over target ids."""
+        def expand(frontier, node_tokens, parents):  # every node at a depth gets the next head's logits
+            node, level = frontier[0], 0
+            while node >= 0:  # the frontier's depth: its children are head ``level``'s tokens
+                node, level = parents[node], level + 1
+            return logits[level].expand(len(frontier), -1)
+
+        node_tokens, parents = trees.grow(logits[0], logits.shape[0], self.branches, self.width, self.max_nodes,
+                                          expand)
+        d2t = self.head.draft_to_target.to(device)
+        return Draft(d2t[torch.tensor(node_tokens, device=device)],
                      parents=torch.tensor(parents, dtype=torch.long, device=device))
 
 

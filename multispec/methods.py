@@ -244,11 +244,11 @@ class GroupConfig:
 
 
 @dataclass(frozen=True)
-class EagleConfig:
-    """A trained feature head reads the target's hidden states and drafts a chain (``branches`` 1,
-    adaptive γ) or a dynamic tree of depth γ (``branches`` > 1, exact rules only)."""
+class _HeadConfig:
+    """Settings both trained-head drafters take: a chain (``branches`` 1, adaptive γ) or a tree of
+    depth γ whose ``width`` best nodes per depth get ``branches`` children, ``max_nodes`` verified."""
 
-    name: ClassVar[str] = "eagle"
+    name: ClassVar[str] = ""
     num_draft_tokens: int = 5
     adaptive: bool = True
     max_draft_tokens: int = 8
@@ -259,18 +259,38 @@ class EagleConfig:
     def __post_init__(self):
         for name in ("branches", "width", "max_nodes"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 1, f"eagle {name} must be an integer >= 1, got {value!r}")
+            _require(isinstance(value, int) and value >= 1,
+                     f"{self.name} {name} must be an integer >= 1, got {value!r}")
         _draft_length(self.num_draft_tokens, self.max_draft_tokens)
 
     def label(self) -> str:
-        return "eagle" if self.branches == 1 else f"eagle-tree {self.branches}×{self.width}/{self.max_nodes}"
+        return self.name if self.branches == 1 else f"{self.name}-tree {self.branches}×{self.width}/{self.max_nodes}"
+
+
+@dataclass(frozen=True)
+class EagleConfig(_HeadConfig):
+    """A trained feature head reads the target's hidden states and drafts a chain (``branches`` 1,
+    adaptive γ) or a dynamic tree of depth γ (``branches`` > 1, exact rules only)."""
+
+    name: ClassVar[str] = "eagle"
+
+
+@dataclass(frozen=True)
+class MedusaConfig(_HeadConfig):
+    """Medusa heads on the target's last hidden state: head k drafts the k-th token (γ ≤ the number
+    of heads), as a chain (``branches`` 1, adaptive γ) or a tree of the heads' top candidates
+    (``branches`` > 1, exact rules only)."""
+
+    name: ClassVar[str] = "medusa"
+    num_draft_tokens: int = 4
+    max_draft_tokens: int = 5
 
 
 DrafterConfig = Union[DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig,
-                      EagleConfig]
+                      EagleConfig, MedusaConfig]
 AcceptanceConfig = Union[ExactConfig, TypicalConfig, TopKConfig, AdditiveConfig, NeighborhoodConfig, GroupConfig]
 DRAFTER_CONFIGS = {c.name: c for c in (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig,
-                                       JacobiConfig, EagleConfig)}
+                                       JacobiConfig, EagleConfig, MedusaConfig)}
 ACCEPTANCE_CONFIGS = {c.name: c for c in (ExactConfig, TypicalConfig, TopKConfig, AdditiveConfig,
                                           NeighborhoodConfig, GroupConfig)}
 

@@ -26,7 +26,7 @@ from multispec.methods import (AdditiveConfig, DraftModelConfig, ExactConfig, Gr
     (lambda: Method(None, TopKConfig()), "plain decoding drafts nothing"),
     (lambda: Method("draft"), "drafter must be None or one of"),
     (lambda: Method(DraftModelConfig(), "exact"), "acceptance must be one of"),
-    (lambda: method_from_names("medusa"), "unknown drafter 'medusa'"),
+    (lambda: method_from_names("hydra"), "unknown drafter 'hydra'"),
     (lambda: method_from_names("draft", "lantern"), "unknown acceptance 'lantern'"),
     (lambda: method_from_names("draft", "exact", window=4), r"settings \['window'\] do not apply"),
 ])

@@ -23,14 +23,15 @@ from multispec import compat
 from multispec.lm import CachedLM
 
 from multispec.methods import (DraftModelConfig, DraftTreeConfig, EagleConfig, JacobiConfig, LayerSkipConfig,
-                               PromptLookupConfig)
+                               MedusaConfig, PromptLookupConfig)
 
 from .generation import encode_prompt, make_drafter
 
 ALL_METHODS = ("plain", "hf-plain", "draft", "draft-fixed", "draft-tree", "hf-assisted", "lookup", "lookup-tree",
-               "hf-lookup", "layerskip", "hf-early-exit", "jacobi", "eagle", "eagle-tree")
+               "hf-lookup", "layerskip", "hf-early-exit", "jacobi", "eagle", "eagle-tree", "medusa", "medusa-tree")
 MODEL_DRAFTERS = ("draft", "draft-fixed", "draft-tree", "hf-assisted")  # methods that need a separate draft model
 HEAD_DRAFTERS = ("eagle", "eagle-tree")  # methods that need a trained feature head
+MEDUSA_DRAFTERS = ("medusa", "medusa-tree")  # methods that need trained Medusa heads
 
 
 @dataclass
@@ -133,7 +134,8 @@ def _add(result: MethodResult, other: MethodResult) -> None:
 
 def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_tokens: int = 64,
               layerskip_layers: int | None = None, lookup_tokens: int = 10, gamma: int = 4,
-              progress: bool = True, chat: bool | None = None, head=None, eagle_tree: EagleConfig | None = None) -> dict:
+              progress: bool = True, chat: bool | None = None, head=None, eagle_tree: EagleConfig | None = None,
+              medusa=None, medusa_tree: MedusaConfig | None = None) -> dict:
     """Run every method on every prompt (order rotated per prompt) and return the report dict.
 
     ``prompts``: strings, or (category, string) pairs for per-category tables as well.
@@ -141,19 +143,22 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     ``hf-early-exit`` is Hugging Face's self-speculation from the first ``layerskip_layers`` layers
     (``assistant_early_exit``), the peer of multispec's ``layerskip``. ``chat``: wrap prompts in the
     tokenizer's chat template (None: when it has one). ``eagle`` and ``eagle-tree`` (``eagle_tree``
-    settings, default :class:`EagleConfig` with 4 branches) run the trained feature ``head``.
+    settings, default :class:`EagleConfig` with 4 branches) run the trained feature ``head``;
+    ``medusa`` and ``medusa-tree`` (``medusa_tree``, default 3 branches) the trained ``medusa`` heads.
     """
     prompts = [p if isinstance(p, tuple) else ("all", p) for p in prompts]
     methods = [m for m in methods if (draft is not None or m not in MODEL_DRAFTERS)
-               and (head is not None or m not in HEAD_DRAFTERS)]
+               and (head is not None or m not in HEAD_DRAFTERS) and (medusa is not None or m not in MEDUSA_DRAFTERS)]
     skip_layers = layerskip_layers or max(1, target.config.num_hidden_layers // 4)
     configs = {"draft": DraftModelConfig(), "draft-fixed": DraftModelConfig(num_draft_tokens=gamma, adaptive=False),
                "draft-tree": DraftTreeConfig(),
                "lookup": PromptLookupConfig(), "lookup-tree": PromptLookupConfig(branches=4),
                "layerskip": LayerSkipConfig(num_layers=skip_layers),
                "jacobi": JacobiConfig(), "eagle": EagleConfig(),
-               "eagle-tree": eagle_tree or EagleConfig(branches=4, width=4, max_nodes=16)}
-    drafters = {m: make_drafter(config, target, draft, head) for m, config in configs.items() if m in methods}
+               "eagle-tree": eagle_tree or EagleConfig(branches=4, width=4, max_nodes=16),
+               "medusa": MedusaConfig(), "medusa-tree": medusa_tree or MedusaConfig(branches=3, width=3, max_nodes=16)}
+    drafters = {m: make_drafter(config, target, draft, medusa if m in MEDUSA_DRAFTERS else head)
+                for m, config in configs.items() if m in methods}
     runners = {
         "plain": lambda ids: _run_multispec(target, None, ids, max_new_tokens),
         "hf-plain": lambda ids: _run_hf(target, ids, max_new_tokens),
@@ -166,7 +171,8 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     draft_module = {"draft": draft, "draft-fixed": draft, "draft-tree": draft, "hf-assisted": draft}
     if "layerskip" in drafters:
         draft_module["layerskip"] = drafters["layerskip"].lm.model
-    counted = {**draft_module, **{m: head.decoder for m in HEAD_DRAFTERS if m in drafters}}
+    counted = {**draft_module, **{m: head.decoder for m in HEAD_DRAFTERS if m in drafters},
+               **{m: medusa for m in MEDUSA_DRAFTERS if m in drafters}}  # a Medusa draft is one call of the heads
 
     device = next(target.parameters()).device
     encoded = [(category, encode_prompt(p, tokenizer, chat=chat).to(device)) for category, p in prompts]

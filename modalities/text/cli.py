@@ -8,7 +8,7 @@ import time
 import torch
 
 from . import bench
-from multispec.methods import DraftModelConfig, DraftTreeConfig, EagleConfig
+from multispec.methods import DraftModelConfig, DraftTreeConfig, EagleConfig, MedusaConfig
 
 from ..method_args import add_method_arguments, method_from_args
 from .generation import ACCEPTANCES, DRAFTERS, stream_text
@@ -50,6 +50,18 @@ def load_feature_head(args, target, required: bool = True):
     return load_head(zoo.resolve(name), target)
 
 
+def load_medusa_heads(args, target, required: bool = True):
+    """The Medusa heads of ``--medusa`` (None without the flag unless ``required``)."""
+    from models import zoo
+    from models.feature_heads import load_medusa
+    if args.medusa is None:
+        if required:
+            raise ValueError("drafter 'medusa' needs trained Medusa heads: train them (python -m "
+                             "models.recipes.feature medusa --target ...) and pass --medusa PATH")
+        return None
+    return load_medusa(zoo.resolve(args.medusa), target)
+
+
 def run_text(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,7 +70,8 @@ def run_text(args) -> int:
     need_draft = isinstance(method.drafter, (DraftModelConfig, DraftTreeConfig))
     target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None, args.device, _dtype(args))
     generator = torch.Generator(device=target.device).manual_seed(args.seed) if args.seed is not None else None
-    head = load_feature_head(args, target) if isinstance(method.drafter, EagleConfig) else None
+    head = load_feature_head(args, target) if isinstance(method.drafter, EagleConfig) else \
+        load_medusa_heads(args, target) if isinstance(method.drafter, MedusaConfig) else None
     stream = stream_text(args.prompt, target, tokenizer, method=method, draft=draft, head=head, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator,
                          chat=args.chat)
@@ -93,10 +106,11 @@ def run_bench(args) -> int:
     started = time.time()
     head = load_feature_head(args, target, required=False)
     report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods, head=head,
+                             medusa=load_medusa_heads(args, target, required=False),
                              max_new_tokens=args.max_new_tokens, layerskip_layers=args.num_layers,
                              gamma=args.gamma, chat=args.chat)
-    report.update(target=str(target_path), draft=str(draft_path), eagle=args.eagle, wall_s=time.time() - started,
-                  device=str(target.device), dtype=str(target.dtype))
+    report.update(target=str(target_path), draft=str(draft_path), eagle=args.eagle, medusa=args.medusa,
+                  wall_s=time.time() - started, device=str(target.device), dtype=str(target.dtype))
     print(bench.markdown_table(report))
     print(f"saved to {bench.save_report(report, args.out)}", file=sys.stderr)
     return 0
@@ -122,6 +136,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draft", help="draft model (folder or name) sharing the target's tokenizer")
     parser.add_argument("--eagle", help="trained feature head (folder or name) of the eagle drafter "
                         "(default: the target's bundled head, if any)")
+    parser.add_argument("--medusa", help="trained Medusa heads (folder or name) of the medusa drafter "
+                        "(python -m models.recipes.feature medusa)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")

@@ -10,19 +10,22 @@ import multispec
 from multispec.acceptance import TypicalAcceptance
 from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
 from multispec.lm import output_vocab_size
-from multispec.feature_drafters import Eagle
+from multispec.feature_drafters import Eagle, Medusa
 from multispec.methods import (DraftModelConfig, DraftTreeConfig, EagleConfig, ExactConfig, JacobiConfig,
-                               LayerSkipConfig, Method, PromptLookupConfig, TypicalConfig, require_supported)
+                               LayerSkipConfig, MedusaConfig, Method, PromptLookupConfig, TypicalConfig,
+                               require_supported)
 from multispec.tree_drafters import DraftTree
 
-DRAFTERS = (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig, EagleConfig)
+DRAFTERS = (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig, EagleConfig,
+            MedusaConfig)
 ACCEPTANCES = (ExactConfig, TypicalConfig)
 
 
 def make_drafter(config, target, draft=None, head=None):
     """The drafter a method config asks for (None: plain decoding); ``draft`` is the separate draft
-    model of :class:`DraftModelConfig`, ``head`` the trained feature head of :class:`EagleConfig`
-    (``models.feature_heads.load_head``); layer skip keeps a quarter of the target's layers by default."""
+    model of :class:`DraftModelConfig`, ``head`` the trained head of :class:`EagleConfig`
+    (``models.feature_heads.load_head``) or of :class:`MedusaConfig` (``load_medusa``); layer skip
+    keeps a quarter of the target's layers by default."""
     if config is None:
         return None
     require_supported(config, DRAFTERS, "the text adapter")
@@ -35,6 +38,11 @@ def make_drafter(config, target, draft=None, head=None):
         if head is None:
             raise ValueError("drafter 'eagle' needs a trained feature head (--eagle PATH or a registry name)")
         return Eagle(head, **settings)
+    if isinstance(config, MedusaConfig):
+        if head is None or not hasattr(head, "predict"):
+            raise ValueError("drafter 'medusa' needs trained Medusa heads (--medusa PATH; "
+                             "python -m models.recipes.feature medusa trains them)")
+        return Medusa(head, **settings)
     if isinstance(config, PromptLookupConfig):
         settings["max_ngram"] = config.max_ngram or 3
         return PromptLookup(**settings)
@@ -96,7 +104,8 @@ def stream_text(prompt: str, target, tokenizer, drafter=None, *, method: Method 
     """Stream the continuation of ``prompt``; keyword arguments go to :func:`multispec.stream`.
 
     Either pass a ``drafter`` object (any :class:`multispec.Drafter`) or a ``method`` config (its
-    drafter built with ``draft`` as the draft model or ``head`` as the feature head, and its acceptance rule). ``stop_at_eos``
+    drafter built with ``draft`` as the draft model or ``head`` as the eagle or Medusa head, and its
+    acceptance rule). ``stop_at_eos``
     passes the tokenizer's eos id (the core itself never reads one from a config).
     """
     if method is not None:

@@ -2,12 +2,15 @@
 
     python -m models.recipes.feature eagle --target text-target --out runs/eagle/text-target [--preset cpu]
     python -m models.recipes.feature eagle --target smollm2-135m-instruct --source spec-bench --out runs/eagle/smollm2
+    python -m models.recipes.feature medusa --target text-target --out runs/medusa/text-target --export DIR
 
-Stages (each reused when its output exists, so a killed run resumes): self-distilled sequences and
-the target's features and top-k labels (``data.safetensors``), then the head's training with
-checkpoints every ``eval_every`` steps, then the export (``--export DIR``: config.json,
-model.safetensors, training.json) that :func:`models.feature_heads.load_head` reads.
-Only ``eagle`` is implemented; ``medusa`` is refused with a clear message.
+Stages (each reused when its output exists, so a killed run resumes): self-distilled sequences
+(``sequences.json``, shared by both methods) and the target's features and top-k labels (eagle:
+``data.safetensors`` with EAGLE-3's layers; medusa: ``medusa-data.safetensors`` with the final
+hidden state), then the head's training with checkpoints every ``eval_every`` steps (``checkpoint``
+or ``medusa-checkpoint``), then the export (``--export DIR``: config.json, model.safetensors with
+the training card) that :func:`models.feature_heads.load_head` or ``load_medusa`` reads. Medusa
+trains ``--heads`` heads on ``batch × width`` random positions per step.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ import torch
 
 from modalities.text.loading import load_model, load_tokenizer
 from models import zoo
-from models.feature_heads import EagleHead, settings_for
+from models.feature_heads import EagleHead, MedusaHead, medusa_settings_for, settings_for
 from models.recipes.feature import data as feature_data
-from models.recipes.feature import eagle
+from models.recipes.feature import eagle, medusa
+from models.recipes.feature.training import draft_vocabulary
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ PRESETS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Train a feature drafter (EAGLE-style) on a frozen target.")
+    ap = argparse.ArgumentParser(description="Train a feature drafter (EAGLE-style or Medusa heads) on a frozen "
+                                             "target.")
     ap.add_argument("method", choices=["eagle", "medusa"])
     ap.add_argument("--target", required=True, help="a registry name (text-target, smollm2-135m-instruct) or a folder")
     ap.add_argument("--out", type=Path, required=True, help="working folder (data, checkpoints, log)")
@@ -61,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draft-vocab", type=int, default=8192, help="draft vocabulary size (capped at the target's)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--heads", type=int, default=5, help="medusa: the number of heads K")
     ap.add_argument("--export", type=Path, help="write the trained head here")
     args = ap.parse_args(argv)
-    if args.method == "medusa":
-        raise SystemExit("medusa heads are not implemented yet; train an eagle head instead")
+    if args.heads < 1:
+        ap.error("--heads must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -74,26 +80,38 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(folder, "target tokenizer")
     for p in target.parameters():
         p.requires_grad_(False)
-    settings = settings_for(target, args.draft_vocab)
+    if args.method == "eagle":
+        settings = settings_for(target, args.draft_vocab)
+        head = EagleHead({**settings, "draft_vocab_size": min(args.draft_vocab, settings["vocab_size"])},
+                         target.get_input_embeddings())
+    else:
+        head = MedusaHead(medusa_settings_for(target, args.heads, args.draft_vocab))
+    prefix = "" if args.method == "eagle" else "medusa-"
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     data = feature_data.build(args.out, target, tokenizer, args.source, args.num_sequences or preset.num_sequences,
-                              args.new_tokens or preset.new_tokens, settings["feature_layers"], args.seed,
-                              args.corpus, zoo.spec_bench_path())
+                              args.new_tokens or preset.new_tokens, head.feature_layers, args.seed,
+                              args.corpus, zoo.spec_bench_path(), name=prefix + "data")
     data_s = time.time() - started
-    head = EagleHead({**settings, "draft_vocab_size": min(args.draft_vocab, settings["vocab_size"])},
-                     target.get_input_embeddings())
-    head.d2t.copy_(eagle.draft_vocabulary(data, settings["vocab_size"], head.d2t.shape[0]))
-    eagle.warm_start(head, target)
+    head.d2t.copy_(draft_vocabulary(data, head.vocab_size, head.d2t.shape[0]))
     steps = args.steps or preset.steps
-    final = eagle.train(head, data, args.out, steps, preset.batch, preset.width, preset.unroll, preset.lr,
-                        args.seed, eval_every=min(preset.eval_every, steps))
+    eval_every = min(preset.eval_every, steps)
+    if args.method == "eagle":
+        eagle.warm_start(head, target)
+        final = eagle.train(head, data, args.out, steps, preset.batch, preset.width, preset.unroll, preset.lr,
+                            args.seed, eval_every=eval_every)
+        shape = {"unroll": preset.unroll}
+    else:
+        head.warm_start(target)
+        final = medusa.train(head, data, args.out / "medusa-checkpoint", args.out / "medusa-log.json", steps,
+                             preset.batch * preset.width, preset.lr, args.seed, eval_every=eval_every)
+        shape = {"heads": args.heads, "rows_per_step": preset.batch * preset.width}
     card = {"target": str(args.target), "source": args.source, "sequences": int(data["offsets"].shape[0] - 1),
-            "positions": int(data["tokens"].shape[0]), "preset": args.preset, "steps": steps,
-            "unroll": preset.unroll, "data_seconds": round(data_s, 1),
+            "positions": int(data["tokens"].shape[0]), "preset": args.preset, "steps": steps, **shape,
+            "data_seconds": round(data_s, 1),
             "draft_vocab_coverage": float(torch.isin(data["top_ids"][:, 0].long(), head.d2t).float().mean()),
             "final": final, "machine": f"{platform.machine()} {torch.get_num_threads()} threads", "torch": torch.__version__}
-    (args.out / "training.json").write_text(json.dumps(card, indent=1))
+    (args.out / f"{prefix}training.json").write_text(json.dumps(card, indent=1))
     if args.export:
         head.save(args.export, {"training": card})
         print(f"exported to {args.export}")

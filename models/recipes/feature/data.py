@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -122,10 +123,16 @@ def target_pass(target, sequences: list[list[int]], feature_layers, batch_tokens
 
 
 def build(out: Path, target, tokenizer, source: str, num: int, new_tokens: int, feature_layers, seed: int,
-          corpus_dir: Path, spec_bench: Path, prompt_tokens: int = 64, batch: int = 32) -> dict:
-    """The data file ``out/data.safetensors`` (built once; reused when present)."""
-    path = Path(out) / "data.safetensors"
+          corpus_dir: Path, spec_bench: Path, prompt_tokens: int = 64, batch: int = 32, name: str = "data") -> dict:
+    """The data file ``out/<name>.safetensors`` (built once; reused when present, if it holds the same
+    feature layers). The self-distilled sequences (``out/sequences.json``) are shared by every name."""
+    path = Path(out) / f"{name}.safetensors"
     if path.is_file():
+        with safe_open(str(path), "pt") as f:
+            stored = (f.metadata() or {}).get("feature_layers")
+        if stored is not None and json.loads(stored) != list(feature_layers):
+            raise ValueError(f"{path} holds the features of layers {json.loads(stored)}, not {list(feature_layers)}: "
+                             f"use another --out folder")
         return load_file(str(path))
     sequences_path = Path(out) / "sequences.json"
     if sequences_path.is_file():
@@ -142,5 +149,5 @@ def build(out: Path, target, tokenizer, source: str, num: int, new_tokens: int, 
         Path(out).mkdir(parents=True, exist_ok=True)
         sequences_path.write_text(json.dumps(sequences))
     data = target_pass(target, sequences, feature_layers)
-    save_file(data, str(path))
+    save_file(data, str(path), metadata={"feature_layers": json.dumps(list(feature_layers))})
     return data

@@ -6,29 +6,17 @@ learns to run ahead on its own features as it does when drafting. Step j's entry
 input token i + j + 1) attends to step 0's entries up to i and to its own chain (the same i) of
 steps 1…j, which is exactly what it sees at drafting time. Loss: soft cross-entropy to the target's
 top-k distribution (restricted to the draft vocabulary) at position i + j + 1, weighted 0.8^j.
-Knows nothing about decoding; resumable through ``models.recipes.resumable``.
+Knows nothing about decoding; resumable through ``models.recipes.resumable`` (the loop is
+:func:`models.recipes.feature.training.fit`).
 """
 from __future__ import annotations
 
-import json
-import math
-import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from models.feature_heads import EagleHead
-from models.recipes import resumable
-
-
-def draft_vocabulary(data: dict, vocab_size: int, size: int) -> torch.Tensor:
-    """[Vd] target ids of the draft vocabulary: the ``size`` most frequent target argmaxes and tokens."""
-    if size >= vocab_size:
-        return torch.arange(vocab_size)
-    counts = torch.bincount(data["top_ids"][:, 0].long(), minlength=vocab_size).float()
-    counts += 0.5 * torch.bincount(data["tokens"].long(), minlength=vocab_size).float()
-    return counts.topk(size).indices.sort().values
+from models.recipes.feature.training import fit, soft_cross_entropy, split_sequences, target_to_draft
 
 
 def warm_start(head: EagleHead, target: torch.nn.Module) -> None:
@@ -70,11 +58,7 @@ def unrolled_loss(head: EagleHead, batch: dict, unroll: int, t2d: torch.Tensor) 
         logits, hidden = head.step(shifted, inputs, cache, positions, mask)
         ids = torch.nn.functional.pad(batch["top_ids"][:, j + 1:], (0, 0, 0, j + 1)).long()
         probs = torch.nn.functional.pad(batch["top_probs"][:, j + 1:], (0, 0, 0, j + 1)).float()
-        draft_ids = t2d[ids]  # [B, T, k], −1 off the draft vocabulary
-        probs = probs * (draft_ids >= 0)
-        probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-6)
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, draft_ids.clamp_min(0))
-        per_position = -(probs * logp).sum(-1)
+        per_position = soft_cross_entropy(logits, ids, probs, t2d)  # [B, T]
         weight = label_ok.float()
         total = total + 0.8 ** j * (per_position * weight).sum() / weight.sum().clamp_min(1)
         agree = (head.d2t[logits.argmax(-1)] == ids[..., 0]) & label_ok
@@ -110,50 +94,20 @@ def train(head: EagleHead, data: dict, out: Path, steps: int, batch: int, width:
           seed: int, heldout_fraction: float = 0.05, eval_every: int = 200) -> dict:
     """Train ``head`` (resuming from ``out/checkpoint``); returns the final metrics."""
     out = Path(out)
-    num_sequences = data["offsets"].shape[0] - 1
-    heldout = list(range(0, num_sequences, max(2, int(1 / heldout_fraction))))
-    train_set = [s for s in range(num_sequences) if s not in set(heldout)]
-    t2d = torch.full((head.vocab_size,), -1, dtype=torch.long)
-    t2d[head.d2t] = torch.arange(head.d2t.shape[0])
+    train_set, heldout = split_sequences(data["offsets"].shape[0] - 1, heldout_fraction)
+    t2d = target_to_draft(head.d2t, head.vocab_size)
     params = [p for n, p in head.named_parameters() if not n.startswith("embed.") and "embed_tokens" not in n]
     for n, p in head.named_parameters():
         p.requires_grad_(not n.startswith("embed.") and "embed_tokens" not in n)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
-    state = {"step": 0, "seconds": 0.0, "log": []}
-    ckpt = resumable.find_checkpoint(out / "checkpoint")
-    if ckpt is not None:
-        state = resumable.load_checkpoint(ckpt, head, opt, torch.device("cpu"))
-    rng = torch.Generator().manual_seed(seed + state["step"])
     eval_rng = torch.Generator().manual_seed(seed + 1)
     eval_batches = [sample_batch(data, heldout, batch, width, eval_rng) for _ in range(4)]
 
     def evaluate() -> list[float]:
-        head.eval()
-        with torch.no_grad():
-            runs = [unrolled_loss(head, b, unroll, t2d)[1] for b in eval_batches]
-        head.train()
+        runs = [unrolled_loss(head, b, unroll, t2d)[1] for b in eval_batches]
         return [sum(r[j] for r in runs) / len(runs) for j in range(unroll)]
 
-    bar = tqdm(total=steps, initial=state["step"], desc="eagle", dynamic_ncols=True)
-    head.train()
-    started = time.time() - state["seconds"]
-    while state["step"] < steps:
-        warm = min(1.0, (state["step"] + 1) / 100)
-        for group in opt.param_groups:
-            group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * state["step"] / steps))
-        loss, accuracy = unrolled_loss(head, sample_batch(data, train_set, batch, width, rng), unroll, t2d)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        state["step"] += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc="/".join(f"{a:.2f}" for a in accuracy))
-        if state["step"] % eval_every == 0 or state["step"] == steps:
-            state["seconds"] = time.time() - started
-            state["log"].append({"step": state["step"], "loss": float(loss.detach()), "train_top1": accuracy,
-                                 "heldout_top1": evaluate(), "seconds": state["seconds"]})
-            resumable.save_checkpoint(out / "checkpoint", head, opt, state)
-            (out / "log.json").write_text(json.dumps(state["log"], indent=1))
-    bar.close()
-    return state["log"][-1] if state["log"] else {}
+    def batch_loss(rng):
+        return unrolled_loss(head, sample_batch(data, train_set, batch, width, rng), unroll, t2d)
+
+    return fit(head, params, batch_loss, evaluate, out / "checkpoint", out / "log.json", steps, lr, seed, eval_every,
+               "eagle")
