@@ -35,8 +35,10 @@ MEDUSA_FORMAT = "multispec-medusa-v1"
 
 
 def default_feature_layers(num_layers: int) -> tuple[int, ...]:
-    """EAGLE-3's choice: the hidden states entering layers 2, L // 2 and L − 3 (distinct, in order)."""
-    return tuple(sorted({min(2, num_layers - 1), num_layers // 2, max(0, num_layers - 3)}))
+    """EAGLE-3's low, middle and high layers (the hidden states entering layers 2, L // 2 and L − 3)
+    plus the final normed output L that EAGLE-1 reads (distinct, in order): with a training budget of
+    minutes the top features, which already hold the target's next-token prediction, teach fastest."""
+    return tuple(sorted({min(2, num_layers - 1), num_layers // 2, max(0, num_layers - 3), num_layers}))
 
 
 class EagleHead(torch.nn.Module):

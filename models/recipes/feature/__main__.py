@@ -6,8 +6,8 @@
 
 Stages (each reused when its output exists, so a killed run resumes): self-distilled sequences
 (``sequences.json``, shared by both methods) and the target's features and top-k labels (eagle:
-``data.safetensors`` with EAGLE-3's layers; medusa: ``medusa-data.safetensors`` with the final
-hidden state), then the head's training with checkpoints every ``eval_every`` steps (``checkpoint``
+``data.safetensors`` with ``models.feature_heads.default_feature_layers``; medusa:
+``medusa-data.safetensors`` with the final hidden state), then the head's training with checkpoints every ``eval_every`` steps (``checkpoint``
 or ``medusa-checkpoint``), then the export (``--export DIR``: config.json, model.safetensors with
 the training card) that :func:`models.feature_heads.load_head` or ``load_medusa`` reads. Medusa
 trains ``--heads`` heads on ``batch × width`` random positions per step.
@@ -39,7 +39,7 @@ class Preset:
     batch: int
     width: int
     unroll: int = 3
-    lr: float = 5e-4
+    lr: float = 1e-3
     eval_every: int = 200
 
 
