@@ -42,17 +42,28 @@ def default_feature_layers(num_layers: int) -> tuple[int, ...]:
 
 
 class EagleHead(torch.nn.Module):
+    """``settings["input"]``: ``concat`` (the default) maps [norm(embedding); norm(hidden)] 2H -> H;
+    ``residual`` adds a zero-initialised H -> H map of norm(hidden) to the embedding, so a head
+    warm-started from a one-layer draft LM (``own_embedding``: its own token table, saved with the
+    head) starts out as exactly that draft model and learns to use the target's features from there."""
+
     def __init__(self, settings: dict, embed: torch.nn.Embedding):
         super().__init__()
         self.settings = dict(settings)
         hidden = settings["hidden_size"]
         self.feature_layers = tuple(settings["feature_layers"])
         self.vocab_size = settings["vocab_size"]
-        self.embed = embed
+        self.residual = settings.get("input", "concat") == "residual"
+        self.own_embedding = bool(settings.get("own_embedding", False))
+        self.embed = torch.nn.Embedding(self.vocab_size, hidden) if self.own_embedding else embed
         self.fc = torch.nn.Linear(settings["target_hidden_size"] * len(self.feature_layers), hidden, bias=False)
-        self.embed_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
         self.hidden_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
-        self.combine = torch.nn.Linear(2 * hidden, hidden, bias=False)
+        if self.residual:
+            self.combine = torch.nn.Linear(hidden, hidden, bias=False)
+            torch.nn.init.zeros_(self.combine.weight)
+        else:
+            self.embed_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
+            self.combine = torch.nn.Linear(2 * hidden, hidden, bias=False)
         self.config = LlamaConfig(vocab_size=1, hidden_size=hidden, intermediate_size=settings["intermediate_size"],
                                   num_hidden_layers=1, num_attention_heads=settings["num_attention_heads"],
                                   num_key_value_heads=settings.get("num_key_value_heads", settings["num_attention_heads"]),
@@ -77,17 +88,25 @@ class EagleHead(torch.nn.Module):
 
     def step(self, tokens, inputs, cache, position_ids, attention_mask=None):
         """tokens [B, n], inputs [B, n, H] -> (draft logits [B, n, Vd], hidden [B, n, H]); appends to cache."""
-        x = self.combine(torch.cat([self.embed_norm(self.embed(tokens).to(inputs.dtype)), self.hidden_norm(inputs)],
-                                   dim=-1))
+        embedded = self.embed(tokens).to(inputs.dtype)
+        if self.residual:
+            x = embedded + self.combine(self.hidden_norm(inputs))
+        else:
+            x = self.combine(torch.cat([self.embed_norm(embedded), self.hidden_norm(inputs)], dim=-1))
         cache_kwargs = {} if cache is None else {compat.cache_kwarg(self.decoder): cache, "use_cache": True}
         out = self.decoder(inputs_embeds=x, **cache_kwargs,
                            position_ids=position_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state
         return self.lm_head(hidden), hidden
 
+    def borrowed(self, key: str) -> bool:
+        """A tensor that is not saved: the target's embedding (unless the head has its own) and the
+        decoder's unused 1-row table."""
+        return (key.startswith("embed.") and not self.own_embedding) or key == "decoder.embed_tokens.weight"
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Every tensor but the borrowed target embedding (and the decoder's unused 1-row table)."""
-        return {k: v for k, v in self.state_dict().items() if not _borrowed(k)}
+        """Every tensor but the borrowed ones."""
+        return {k: v for k, v in self.state_dict().items() if not self.borrowed(k)}
 
     def save(self, folder: Path, card: dict | None = None) -> None:
         _save(folder, FORMAT, self.settings, self.trainable_state(), card)
@@ -116,14 +135,26 @@ def load_head(folder, target: torch.nn.Module) -> EagleHead:
     keys = ("hidden_size", "target_hidden_size", "intermediate_size", "num_attention_heads", "feature_layers",
             "vocab_size", "draft_vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta",
             "target_layers")
-    head = EagleHead({k: settings[k] for k in keys + ("num_key_value_heads", "head_dim") if k in settings},
-                     target.get_input_embeddings())
-    return _fill(head, weights, target, borrowed=_borrowed)
+    optional = ("num_key_value_heads", "head_dim", "input", "own_embedding")
+    head = EagleHead({k: settings[k] for k in keys + optional if k in settings}, target.get_input_embeddings())
+    return _fill(head, weights, target, borrowed=head.borrowed)
 
 
-def _borrowed(key: str) -> bool:
-    """An EagleHead tensor that is not saved: the target's embedding and the decoder's unused 1-row table."""
-    return key.startswith("embed.") or key == "decoder.embed_tokens.weight"
+def settings_from_draft(target: torch.nn.Module, draft: torch.nn.Module, feature_layers=None) -> dict:
+    """Settings of a ``residual`` head shaped like ``draft``, a one-layer causal LM with the target's
+    vocabulary, whose weights :func:`models.recipes.feature.eagle.warm_start_from_draft` copies."""
+    config, target_config = _text_config(draft), _text_config(target)
+    if config.num_hidden_layers != 1:
+        raise ValueError(f"a head is warm-started from a one-layer draft model; this one has "
+                         f"{config.num_hidden_layers} layers")
+    vocab = int(target.get_output_embeddings().weight.shape[0])
+    if int(draft.get_output_embeddings().weight.shape[0]) != vocab:
+        raise ValueError("the draft model's vocabulary differs from the target's")
+    settings = settings_for(draft, vocab, feature_layers or default_feature_layers(target_config.num_hidden_layers))
+    rope = getattr(config, "rope_parameters", None) or {}
+    return {**settings, "target_hidden_size": target_config.hidden_size, "target_layers": target_config.num_hidden_layers,
+            "rope_theta": rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)),
+            "input": "residual", "own_embedding": True}
 
 
 class MedusaHead(torch.nn.Module):

@@ -197,3 +197,21 @@ def test_recipe_smoke(tmp_path):
     head = load_head(tmp_path / "head", text_target)
     assert head.d2t.shape == (512,) and (tmp_path / "run" / "training.json").is_file()
     del target
+
+
+def test_residual_head_starts_as_its_draft_model():
+    """Warm-started from a one-layer draft LM, a residual head computes exactly that model's logits
+    (the feature path starts at zero), whatever the target's features; RoPE is relative, so the
+    one-position shift of its entries changes nothing."""
+    from models.feature_heads import settings_from_draft
+    target, draft = tiny_model("llama"), tiny_model("llama", layers=1, seed=7)
+    settings = settings_from_draft(target, draft)
+    head = EagleHead({**settings, "draft_vocab_size": settings["vocab_size"]}, target.get_input_embeddings()).eval()
+    eagle_recipe.warm_start(head, draft)
+    ids = torch.randint(0, 96, (1, 12), generator=torch.Generator().manual_seed(0))
+    features = torch.randn(1, 12, head.fc.in_features)
+    with torch.no_grad():
+        logits, _ = head.step(ids, head.fuse(features), None, torch.arange(3, 15)[None])
+        torch.testing.assert_close(logits, draft(ids).logits, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="one-layer"):
+        settings_from_draft(target, tiny_model("llama"))

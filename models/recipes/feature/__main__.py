@@ -25,7 +25,7 @@ import torch
 
 from modalities.text.loading import load_model, load_tokenizer
 from models import zoo
-from models.feature_heads import EagleHead, MedusaHead, medusa_settings_for, settings_for
+from models.feature_heads import EagleHead, settings_from_draft, MedusaHead, medusa_settings_for, settings_for
 from models.recipes.feature import data as feature_data
 from models.recipes.feature import eagle, medusa
 from models.recipes.feature.training import draft_vocabulary
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--heads", type=int, default=5, help="medusa: the number of heads K")
+    ap.add_argument("--init-from", help="eagle: warm-start from this one-layer draft LM (folder or name, e.g. "
+                    "text-draft): the head starts as that draft model and learns to read the target's features")
+    ap.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     ap.add_argument("--export", type=Path, help="write the trained head here")
     args = ap.parse_args(argv)
     if args.heads < 1:
@@ -80,8 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(folder, "target tokenizer")
     for p in target.parameters():
         p.requires_grad_(False)
+    draft = None
+    if args.init_from and args.method != "eagle":
+        ap.error("--init-from applies to eagle heads only")
     if args.method == "eagle":
-        settings = settings_for(target, args.draft_vocab)
+        if args.init_from:
+            draft = load_model(zoo.resolve(args.init_from), "--init-from draft")
+            settings = settings_from_draft(target, draft)
+        else:
+            settings = settings_for(target, args.draft_vocab)
         head = EagleHead({**settings, "draft_vocab_size": min(args.draft_vocab, settings["vocab_size"])},
                          target.get_input_embeddings())
     else:
@@ -97,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or preset.steps
     eval_every = min(preset.eval_every, steps)
     if args.method == "eagle":
-        eagle.warm_start(head, target)
-        final = eagle.train(head, data, args.out, steps, preset.batch, preset.width, preset.unroll, preset.lr,
+        eagle.warm_start(head, draft if draft is not None else target)
+        final = eagle.train(head, data, args.out, steps, preset.batch, preset.width, preset.unroll, args.lr or preset.lr,
                             args.seed, eval_every=eval_every)
         shape = {"unroll": preset.unroll}
     else:
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         final = medusa.train(head, data, args.out / "medusa-checkpoint", args.out / "medusa-log.json", steps,
                              preset.batch * preset.width, preset.lr, args.seed, eval_every=eval_every)
         shape = {"heads": args.heads, "rows_per_step": preset.batch * preset.width}
-    card = {"target": str(args.target), "source": args.source, "sequences": int(data["offsets"].shape[0] - 1),
+    card = {"target": str(args.target), "init_from": args.init_from, "lr": args.lr or preset.lr, "source": args.source, "sequences": int(data["offsets"].shape[0] - 1),
             "positions": int(data["tokens"].shape[0]), "preset": args.preset, "steps": steps, **shape,
             "data_seconds": round(data_s, 1),
             "draft_vocab_coverage": float(torch.isin(data["top_ids"][:, 0].long(), head.d2t).float().mean()),

@@ -20,7 +20,10 @@ from models.recipes.feature.training import fit, soft_cross_entropy, split_seque
 
 
 def warm_start(head: EagleHead, target: torch.nn.Module) -> None:
-    """Initialise the decoder layer, final norm and LM head rows from the target's last layer and head."""
+    """Initialise the decoder layer, final norm and LM head rows from ``target``'s last layer and head
+    (a target, or the one-layer draft LM of a ``residual`` head, whose token table is copied too)."""
+    if head.own_embedding:
+        head.embed.weight.data.copy_(target.get_input_embeddings().weight.data)
     inner = getattr(target, "model", None)
     layers = getattr(inner, "layers", None)
     sources = [] if layers is None else [(head.decoder.layers[0], layers[-1])]
