@@ -151,7 +151,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
                and (head is not None or m not in HEAD_DRAFTERS) and (medusa is not None or m not in MEDUSA_DRAFTERS)]
     skip_layers = layerskip_layers or max(1, target.config.num_hidden_layers // 4)
     configs = {"draft": DraftModelConfig(), "draft-fixed": DraftModelConfig(num_draft_tokens=gamma, adaptive=False),
-               "draft-tree": DraftTreeConfig(),
+               "draft-tree": DraftTreeConfig(branches=4, width=4, max_nodes=16),  # the shape of eagle-tree
                "lookup": PromptLookupConfig(), "lookup-tree": PromptLookupConfig(branches=4),
                "layerskip": LayerSkipConfig(num_layers=skip_layers),
                "jacobi": JacobiConfig(), "eagle": EagleConfig(),

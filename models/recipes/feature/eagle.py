@@ -99,9 +99,14 @@ def train(head: EagleHead, data: dict, out: Path, steps: int, batch: int, width:
     out = Path(out)
     train_set, heldout = split_sequences(data["offsets"].shape[0] - 1, heldout_fraction)
     t2d = target_to_draft(head.d2t, head.vocab_size)
-    params = [p for n, p in head.named_parameters() if not n.startswith("embed.") and "embed_tokens" not in n]
+    trained = {n: p for n, p in head.named_parameters() if not n.startswith("embed.") and "embed_tokens" not in n}
     for n, p in head.named_parameters():
-        p.requires_grad_(not n.startswith("embed.") and "embed_tokens" not in n)
+        p.requires_grad_(n in trained)
+    params = list(trained.values())
+    if head.residual:  # warm-started from a draft LM: its layer and head move 20x slower than the new feature path
+        new = ("fc.", "combine.", "hidden_norm.")
+        params = [{"params": [p for n, p in trained.items() if n.startswith(new)], "scale": 1.0},
+                  {"params": [p for n, p in trained.items() if not n.startswith(new)], "scale": 0.05}]
     eval_rng = torch.Generator().manual_seed(seed + 1)
     eval_batches = [sample_batch(data, heldout, batch, width, eval_rng) for _ in range(4)]
 

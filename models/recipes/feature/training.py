@@ -56,7 +56,8 @@ def fit(head: torch.nn.Module, params: list[torch.nn.Parameter], batch_loss: Cal
     """Optimise ``params`` of ``head`` for ``steps`` steps (resuming from ``checkpoint``); returns the
     last log entry. ``batch_loss(rng) -> (loss, train metrics)`` draws its batch from ``rng`` (seeded
     by ``seed`` and the step, so a resumed run continues the same way); ``evaluate() -> held-out
-    metrics`` runs every ``eval_every`` steps and at the end, with a checkpoint and a log line."""
+    metrics`` runs every ``eval_every`` steps and at the end, with a checkpoint and a log line.
+    ``params`` may be parameter groups (dicts) with a ``scale`` on ``lr`` each."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     state = {"step": 0, "seconds": 0.0, "log": []}
     found = resumable.find_checkpoint(checkpoint)
@@ -66,14 +67,19 @@ def fit(head: torch.nn.Module, params: list[torch.nn.Parameter], batch_loss: Cal
     bar = tqdm(total=steps, initial=state["step"], desc=desc, dynamic_ncols=True)
     head.train()
     started = time.time() - state["seconds"]
+    if not state["log"]:
+        head.eval()
+        with torch.no_grad():
+            state["log"].append({"step": 0, "heldout_top1": evaluate(), "seconds": 0.0})
+        head.train()
     while state["step"] < steps:
         warm = min(1.0, (state["step"] + 1) / 100)
         for group in opt.param_groups:
-            group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * state["step"] / steps))
+            group["lr"] = group.get("scale", 1.0) * lr * warm * 0.5 * (1 + math.cos(math.pi * state["step"] / steps))
         loss, accuracy = batch_loss(rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], 1.0)
         opt.step()
         state["step"] += 1
         bar.update(1)
