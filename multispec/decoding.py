@@ -203,9 +203,6 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
 def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule, sampling, generator):
     """One forward over ``fed`` = [uncached tokens (chained), the draft tree's nodes] -> (p [n + 1, V]
     after the newest token and after each node, the accepted path's node indices, its Verdict)."""
-    if not isinstance(rule, (Greedy, SpeculativeSampling)):
-        raise ValueError("token-tree drafts are verified with the exact rules only (relaxed rules over trees "
-                         "are not implemented yet)")
     if draft.probs is not None:
         raise ValueError("token-tree drafts must be point masses (Draft.probs None); sampled tree drafts "
                          "are not implemented yet")
@@ -219,6 +216,17 @@ def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule,
     logits = verifier.forward_tree(fed, fed_parents)[uncached - 1:]
     p = sampling.probs(logits)
     nodes = fed[uncached:]
+    if not isinstance(rule, (Greedy, SpeculativeSampling)):  # a relaxed rule's tolerance, node by node
+        if not callable(getattr(rule, "relax", None)):
+            raise ValueError(f"token-tree drafts need an acceptance rule with relax() (multispec.acceptance."
+                             f"AcceptanceRule); {type(rule).__name__} has none")
+
+        def relax(ids, rows):  # rule.relax for one-token point-mass drafts; None means exact: p̃ = p
+            lifted = rule.relax(ids, None, rows, sampling.greedy)
+            return rows.gather(1, ids[:, None])[:, 0] if lifted is None else lifted
+
+        path, next_token, moved = trees.relaxed_path(nodes, parents, p, relax, sampling.greedy, generator)
+        return p, path, Verdict(len(path), next_token, moved)
     if sampling.greedy:
         predicted = logits.argmax(dim=-1)
         path = trees.greedy_path(nodes, parents, predicted)

@@ -176,7 +176,7 @@ class PromptLookup(ScheduledDrafter):
     the tokens that followed it: the most recent occurrence followed by γ tokens, else the earliest
     (the longest continuation). With ``branches`` > 1 the draft is a token tree of the continuations
     of up to that many matches (longest n-grams first, most recent first; shared prefixes merged),
-    so several guesses are verified in one target forward (exact rules only, greedy or sampled).
+    so several guesses are verified in one target forward (greedy or sampled; relaxed rules judge each node).
     """
 
     def __init__(self, max_ngram: int = 3, min_ngram: int = 1, num_draft_tokens: int = 10,

@@ -70,7 +70,7 @@ class DraftModelConfig:
 
 @dataclass(frozen=True)
 class DraftTreeConfig:
-    """The draft model grows a dynamic token tree (EAGLE-2 style; exact rules only): at each
+    """The draft model grows a dynamic token tree (EAGLE-2 style): at each
     depth the ``width`` best nodes get their ``branches`` likeliest children; ``max_nodes`` are verified."""
 
     name: ClassVar[str] = "draft-tree"
@@ -101,7 +101,7 @@ class PromptLookupConfig:
     num_draft_tokens: int = 10
     adaptive: bool = True
     max_draft_tokens: int = 16
-    branches: int = 1  # > 1: a token tree of that many continuations (exact rules only)
+    branches: int = 1  # > 1: a token tree of that many continuations
 
     def __post_init__(self):
         _require(isinstance(self.branches, int) and self.branches >= 1,
@@ -270,7 +270,7 @@ class _HeadConfig:
 @dataclass(frozen=True)
 class EagleConfig(_HeadConfig):
     """A trained feature head reads the target's hidden states and drafts a chain (``branches`` 1,
-    adaptive γ) or a dynamic tree of depth γ (``branches`` > 1, exact rules only)."""
+    adaptive γ) or a dynamic tree of depth γ (``branches`` > 1)."""
 
     name: ClassVar[str] = "eagle"
 
@@ -279,7 +279,7 @@ class EagleConfig(_HeadConfig):
 class MedusaConfig(_HeadConfig):
     """Medusa heads on the target's last hidden state: head k drafts the k-th token (γ ≤ the number
     of heads), as a chain (``branches`` 1, adaptive γ) or a tree of the heads' top candidates
-    (``branches`` > 1, exact rules only)."""
+    (``branches`` > 1)."""
 
     name: ClassVar[str] = "medusa"
     num_draft_tokens: int = 4

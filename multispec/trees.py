@@ -2,8 +2,8 @@
 target forward. A node's ``parent`` is the index of the node it follows, −1 for the newest token
 (the root); a chain is the tree whose parents are −1, 0, 1, ... Pure functions over index tensors:
 the attention layout (who sees whom, at which position) and the two walks that decide which path is
-accepted (greedy, and lossless sampling over point-mass siblings). Nothing here knows a model, a
-cache or a modality.
+accepted (greedy, and lossless sampling over point-mass siblings), and the relaxed walk that applies
+an acceptance rule's tolerance at each node. Nothing here knows a model, a cache or a modality.
 """
 from __future__ import annotations
 
@@ -97,6 +97,59 @@ def sample_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor
         if accepted is None:
             next_token = int(torch.multinomial((p / p.sum()).float(), 1, generator=generator))
             return path, next_token
+        path.append(accepted)
+        node = accepted
+
+
+def relaxed_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor, relax, greedy: bool,
+                 generator: torch.Generator | None) -> tuple[list[int], int, float]:
+    """A relaxed rule applied per node: (accepted node indices, the next token, the mass moved).
+
+    ``relax(children [m], p [m, V]) -> p̃ [m]`` is the rule's tolerance (``AcceptanceRule.relax`` with
+    point-mass drafts): each child is judged as a one-token draft against its node's distribution p
+    (probs [n + 1, V], rows as in :func:`sample_path`). Greedy: the child equal to argmax p is taken
+    first, else the first child that p̃ makes the argmax (p(x) > 0); none: the next token is argmax p.
+    Sampling: children are tried in turn as in :func:`sample_path`, each accepted with probability
+    min(1, p̃) against the current (renormalised, rejected children zeroed) p. The moved mass is
+    Σ (p̃ − p) over the accepted nodes, so each accepted token moves at most what the rule allows
+    for one token.
+    """
+    children = _children(parents)
+    path, node, moved = [], -1, 0.0
+    while True:
+        p = probs[node + 1].double()
+        kids = children.get(node, [])
+        accepted = None
+        if greedy:
+            best = int(p.argmax())
+            exact = next((c for c in kids if int(tokens[c]) == best), None)
+            if exact is not None:
+                accepted = exact
+            elif kids:
+                ids = tokens[kids]
+                p_at = p[ids]
+                lifted = relax(ids, p[None].expand(len(kids), -1).to(probs.dtype)).double()
+                others = p.expand(len(kids), -1).scatter(1, ids[:, None], -1.0).amax(dim=-1)
+                ok = ((torch.maximum(lifted, p_at) > others) & (p_at > 0)).nonzero()
+                if ok.numel():
+                    row = int(ok[0, 0])
+                    accepted, moved = kids[row], moved + float(torch.maximum(lifted[row], p_at[row]) - p_at[row])
+            if accepted is None:
+                return path, best, moved
+        else:
+            p = p.clone()
+            for child in kids:
+                token = int(tokens[child])
+                p_norm = p / p.sum()
+                mass = float(p_norm[token])
+                lifted = max(float(relax(tokens[child: child + 1], p_norm[None].to(probs.dtype))[0]), mass) \
+                    if mass > 0 else 0.0
+                if lifted > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < lifted:
+                    accepted, moved = child, moved + min(lifted, 1.0) - mass
+                    break
+                p[token] = 0.0
+            if accepted is None:
+                return path, int(torch.multinomial((p / p.sum()).float(), 1, generator=generator)), moved
         path.append(accepted)
         node = accepted
 
