@@ -102,6 +102,13 @@ def _empty(device) -> Draft:
     return Draft(torch.empty(0, dtype=torch.long, device=device))
 
 
+def tree_draft(tokens: list[int], parents: list[int], device) -> Draft:
+    """A point-mass token tree (an empty draft when it has no node, e.g. sized to nothing)."""
+    if not tokens:
+        return _empty(device)
+    return Draft(torch.tensor(tokens, device=device), parents=torch.tensor(parents, dtype=torch.long, device=device))
+
+
 class DraftModel(ScheduledDrafter):
     """An independent smaller causal LM with the target's vocabulary; keeps and rolls back its own cache.
 

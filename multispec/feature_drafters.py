@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from . import compat, trees
-from .drafters import Draft, Drafter, ScheduledDrafter, _empty
+from .drafters import Draft, Drafter, ScheduledDrafter, _empty, tree_draft
 
 
 @runtime_checkable
@@ -73,7 +73,7 @@ class _HeadDrafter(ScheduledDrafter):
     protocol = ""  # the head protocol's name, for the error
 
     def __init__(self, head, num_draft_tokens: int, adaptive: bool, max_draft_tokens: int, branches: int,
-                 width: int, max_nodes: int):
+                 width: int, max_nodes: int, cost: torch.Tensor | None = None):
         super().__init__(num_draft_tokens, adaptive, max_draft_tokens)
         name = type(self).__name__
         missing = [m for m in ("feature_layers", "vocab_size", "draft_to_target", *self.members)
@@ -88,6 +88,7 @@ class _HeadDrafter(ScheduledDrafter):
         self.feature_layers = tuple(head.feature_layers)
         self.vocab_size = int(head.vocab_size)
         self.branches, self.width, self.max_nodes = branches, width, max_nodes
+        self.cost = cost  # [K] relative verification cost per fed tokens: trees sized by trees.size_by_cost
         d2t = head.draft_to_target
         self._identity_vocab = d2t.shape[0] == self.vocab_size and \
             bool((d2t == torch.arange(d2t.shape[0], device=d2t.device)).all())
@@ -108,8 +109,10 @@ class Eagle(_HeadDrafter):
     members, protocol = ("fuse", "new_cache", "step"), "FeatureHead"
 
     def __init__(self, head: FeatureHead, num_draft_tokens: int = 5, adaptive: bool = True,
-                 max_draft_tokens: int = 8, branches: int = 1, width: int = 4, max_nodes: int = 16):
-        super().__init__(head, num_draft_tokens, adaptive, max_draft_tokens, branches, width, max_nodes)
+                 max_draft_tokens: int = 8, branches: int = 1, width: int = 4, max_nodes: int = 16,
+                 cost: torch.Tensor | None = None):
+        super().__init__(head, num_draft_tokens, adaptive, max_draft_tokens, branches, width, max_nodes,
+                         cost)
 
     def reset(self) -> None:
         super().reset()
@@ -176,9 +179,8 @@ class Eagle(_HeadDrafter):
             return self._full(logits[0])
 
         node_tokens, parents = trees.grow(self._full(root_logits[None])[0], depth, self.branches, self.width,
-                                          self.max_nodes, expand)
-        return Draft(torch.tensor(node_tokens, device=device),
-                     parents=torch.tensor(parents, dtype=torch.long, device=device))
+                                          self.max_nodes, expand, self.cost)
+        return tree_draft(node_tokens, parents, device)
 
 
 class Medusa(_HeadDrafter):
@@ -189,8 +191,10 @@ class Medusa(_HeadDrafter):
     members, protocol = ("num_heads", "predict"), "MedusaHeads"
 
     def __init__(self, head: MedusaHeads, num_draft_tokens: int = 4, adaptive: bool = True,
-                 max_draft_tokens: int = 5, branches: int = 1, width: int = 4, max_nodes: int = 16):
-        super().__init__(head, num_draft_tokens, adaptive, max_draft_tokens, branches, width, max_nodes)
+                 max_draft_tokens: int = 5, branches: int = 1, width: int = 4, max_nodes: int = 16,
+                 cost: torch.Tensor | None = None):
+        super().__init__(head, num_draft_tokens, adaptive, max_draft_tokens, branches, width, max_nodes,
+                         cost)
 
     def reset(self) -> None:
         super().reset()
@@ -221,10 +225,9 @@ class Medusa(_HeadDrafter):
             return logits[level].expand(len(frontier), -1)
 
         node_tokens, parents = trees.grow(logits[0], logits.shape[0], self.branches, self.width, self.max_nodes,
-                                          expand)
-        d2t = self.head.draft_to_target.to(device)
-        return Draft(d2t[torch.tensor(node_tokens, device=device)],
-                     parents=torch.tensor(parents, dtype=torch.long, device=device))
+                                          expand, self.cost)
+        d2t = self.head.draft_to_target.tolist()
+        return tree_draft([d2t[t] for t in node_tokens], parents, device)
 
 
 def _cache_length(cache) -> int:

@@ -71,7 +71,8 @@ class DraftModelConfig:
 @dataclass(frozen=True)
 class DraftTreeConfig:
     """The draft model grows a dynamic token tree (EAGLE-2 style): at each
-    depth the ``width`` best nodes get their ``branches`` likeliest children; ``max_nodes`` are verified."""
+    depth the ``width`` best nodes get their ``branches`` likeliest children; ``max_nodes`` are verified,
+    or with ``size_by_timing`` as many of them as pays for the target's measured verification cost."""
 
     name: ClassVar[str] = "draft-tree"
     branches: int = 2
@@ -80,6 +81,7 @@ class DraftTreeConfig:
     num_draft_tokens: int = 4
     adaptive: bool = True
     max_draft_tokens: int = 8
+    size_by_timing: bool = False
 
     def __post_init__(self):
         for name in ("branches", "width", "max_nodes"):
@@ -88,7 +90,7 @@ class DraftTreeConfig:
         _draft_length(self.num_draft_tokens, self.max_draft_tokens)
 
     def label(self) -> str:
-        return f"draft-tree {self.branches}×{self.width}/{self.max_nodes}"
+        return f"draft-tree {self.branches}×{self.width}/{'≤' if self.size_by_timing else ''}{self.max_nodes}"
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,8 @@ class GroupConfig:
 @dataclass(frozen=True)
 class _HeadConfig:
     """Settings both trained-head drafters take: a chain (``branches`` 1, adaptive γ) or a tree of
-    depth γ whose ``width`` best nodes per depth get ``branches`` children, ``max_nodes`` verified."""
+    depth γ whose ``width`` best nodes per depth get ``branches`` children, ``max_nodes`` verified (with
+    ``size_by_timing``: as many of them as pays for the target's measured verification cost)."""
 
     name: ClassVar[str] = ""
     num_draft_tokens: int = 5
@@ -255,6 +258,7 @@ class _HeadConfig:
     branches: int = 1
     width: int = 4
     max_nodes: int = 16
+    size_by_timing: bool = False
 
     def __post_init__(self):
         for name in ("branches", "width", "max_nodes"):
@@ -264,7 +268,9 @@ class _HeadConfig:
         _draft_length(self.num_draft_tokens, self.max_draft_tokens)
 
     def label(self) -> str:
-        return self.name if self.branches == 1 else f"{self.name}-tree {self.branches}×{self.width}/{self.max_nodes}"
+        if self.branches == 1:
+            return self.name
+        return f"{self.name}-tree {self.branches}×{self.width}/{'≤' if self.size_by_timing else ''}{self.max_nodes}"
 
 
 @dataclass(frozen=True)

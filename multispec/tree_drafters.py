@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import trees
-from .drafters import Draft, DraftModel, _empty
+from .drafters import Draft, DraftModel, _empty, tree_draft
 from .lm import TreeVerifier
 
 
@@ -21,7 +21,7 @@ class DraftTree(DraftModel):
     """A draft model proposing a dynamic token tree of depth γ (the adaptive draft length)."""
 
     def __init__(self, model, branches: int = 2, width: int = 3, max_nodes: int = 12, num_draft_tokens: int = 4,
-                 adaptive: bool = True, max_draft_tokens: int = 8):
+                 adaptive: bool = True, max_draft_tokens: int = 8, cost: torch.Tensor | None = None):
         super().__init__(model, num_draft_tokens, adaptive, max_draft_tokens)
         for name, value in (("branches", branches), ("width", width), ("max_nodes", max_nodes)):
             if not isinstance(value, int) or value < 1:
@@ -30,6 +30,7 @@ class DraftTree(DraftModel):
             raise ValueError(f"DraftTree needs a draft model that is a multispec.lm.TreeVerifier; "
                              f"{type(self.lm).__name__} is not one")
         self.branches, self.width, self.max_nodes = branches, width, max_nodes
+        self.cost = cost  # [K] relative verification cost per fed tokens: trees sized by trees.size_by_cost
 
     def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
         depth = min(self.length.current, max_tokens)
@@ -48,8 +49,7 @@ class DraftTree(DraftModel):
             return self.lm.forward_tree(torch.tensor([node_tokens[n] for n in frontier], device=tokens.device),
                                         torch.tensor(fed_parents, device=tokens.device), tree_start=prefix)
 
-        node_tokens, parents = trees.grow(logits, depth, self.branches, self.width, self.max_nodes, expand)
+        node_tokens, parents = trees.grow(logits, depth, self.branches, self.width, self.max_nodes, expand, self.cost)
         self.lm.rollback(prefix)
         self._cached = tokens
-        return Draft(torch.tensor(node_tokens, device=tokens.device),
-                     parents=torch.tensor(parents, dtype=torch.long, device=tokens.device))
+        return tree_draft(node_tokens, parents, tokens.device)

@@ -7,6 +7,8 @@ an acceptance rule's tolerance at each node. Nothing here knows a model, a cache
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -154,8 +156,30 @@ def relaxed_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tenso
         node = accepted
 
 
+def size_by_cost(scores: list[float], cost: torch.Tensor, max_nodes: int) -> int:
+    """How many of the best nodes to verify: the n ≤ ``max_nodes`` that maximises expected tokens per
+    unit of verification cost, (1 + Σ_{i<n} exp(scores[i])) / cost[n + 1].
+
+    scores are cumulative draft log-probabilities, best first (exp(score) estimates the chance that
+    the target accepts the node's whole path, so the sum estimates the accepted drafts); cost [K] is
+    the measured cost of one target forward of k new tokens relative to one (cost[1] = 1; sizes past
+    its end cost what its last entry does; see :func:`multispec.timing.verify_costs`). n = 0 (no
+    draft) is allowed when nothing is worth verifying.
+    """
+    if cost.ndim != 1 or cost.shape[0] < 2:
+        raise ValueError(f"cost must be a 1-D tensor of relative verification costs indexed by k >= 1, "
+                         f"got shape {tuple(cost.shape)}")
+    best_n, best_rate, expected = 0, 1.0 / float(cost[1]), 1.0
+    for n, score in enumerate(scores[:max_nodes], start=1):
+        expected += math.exp(score)
+        rate = expected / float(cost[min(n + 1, cost.shape[0] - 1)])
+        if rate > best_rate:
+            best_n, best_rate = n, rate
+    return best_n
+
+
 def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_nodes: int,
-         expand) -> tuple[list[int], list[int]]:
+         expand, cost: torch.Tensor | None = None) -> tuple[list[int], list[int]]:
     """A dynamic draft tree, EAGLE-2 style -> (tokens, parents) of its ``max_nodes`` best nodes.
 
     root_logits [V] are the drafter's logits for the token after the newest one. At each depth the
@@ -164,6 +188,8 @@ def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_n
     to the drafter (their ancestors were fed before, as earlier frontiers) and returns their logits
     [len(frontier), V]. The kept nodes are the best by cumulative log-probability; a node never scores
     above its parent, so every kept node's ancestors are kept (ties keep the earlier node first).
+    With ``cost`` (relative verification cost per number of fed tokens) the number kept is chosen per
+    tree by :func:`size_by_cost` instead of always ``max_nodes``.
     """
     tokens: list[int] = []
     parents: list[int] = []
@@ -183,6 +209,8 @@ def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_n
             break
         frontier = sorted(range(start, len(tokens)), key=lambda i: -scores[i])[:width]
         frontier_logits = expand(frontier, tokens, parents)
-    keep = sorted(sorted(range(len(tokens)), key=lambda i: -scores[i])[:max_nodes])
+    ranked = sorted(range(len(tokens)), key=lambda i: -scores[i])
+    size = max_nodes if cost is None else size_by_cost([scores[i] for i in ranked], cost, max_nodes)
+    keep = sorted(ranked[:size])
     index = {old: new for new, old in enumerate(keep)}
     return [tokens[i] for i in keep], [index[parents[i]] if parents[i] >= 0 else -1 for i in keep]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -19,8 +18,7 @@ import torch
 from tqdm import tqdm
 
 import multispec
-from multispec import compat
-from multispec.lm import CachedLM
+from multispec import compat, timing
 
 from multispec.methods import (DraftModelConfig, DraftTreeConfig, EagleConfig, JacobiConfig, LayerSkipConfig,
                                MedusaConfig, PromptLookupConfig)
@@ -93,24 +91,13 @@ def last_layer(model: torch.nn.Module) -> torch.nn.Module:
 
 def single_step_seconds(model, context: int = 64, repeats: int = 30, tokens: int = 1) -> float:
     """Median time of one KV-cached forward of ``tokens`` new tokens after ``context`` tokens."""
-    lm = CachedLM(model)
-    ids = torch.randint(0, lm.vocab_size, (context + tokens,), generator=torch.Generator().manual_seed(0))
-    ids = ids.to(lm.device)
-    times = []
-    with torch.inference_mode():
-        lm.forward(ids[:context])
-        for _ in range(repeats + 3):
-            start = time.perf_counter()
-            lm.forward(ids[context:])[-1, 0].item()  # .item() waits for an accelerator
-            times.append(time.perf_counter() - start)
-            lm.rollback(context)
-    return statistics.median(times[3:])
+    return timing.forward_seconds(model, tokens, context, repeats)
 
 
-def verify_costs(model, sizes=(1, 2, 4, 8, 16, 32), context: int = 200, repeats: int = 10) -> dict[int, float]:
+def verify_costs(model, sizes=timing.DEFAULT_SIZES, context: int = 200, repeats: int = 10) -> dict[int, float]:
     """The cost of one forward of k new tokens relative to one of a single token, for each k."""
-    one = single_step_seconds(model, context, repeats)
-    return {k: single_step_seconds(model, context, repeats, k) / one for k in sizes}
+    costs = timing.verify_costs(model, tuple(sizes), context, repeats)
+    return {k: float(costs[k]) for k in sizes}
 
 
 def _run_multispec(target, drafter, ids, max_new_tokens):

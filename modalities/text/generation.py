@@ -9,6 +9,7 @@ import torch
 import multispec
 from multispec.acceptance import TypicalAcceptance
 from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
+from multispec import timing
 from multispec.lm import output_vocab_size
 from multispec.feature_drafters import Eagle, Medusa
 from multispec.methods import (DraftModelConfig, DraftTreeConfig, EagleConfig, ExactConfig, JacobiConfig,
@@ -30,6 +31,8 @@ def make_drafter(config, target, draft=None, head=None):
         return None
     require_supported(config, DRAFTERS, "the text adapter")
     settings = dataclasses.asdict(config)
+    if settings.pop("size_by_timing", False):  # trees sized by what verification costs here, measured now
+        settings["cost"] = timing.verify_costs(target)
     if isinstance(config, (DraftModelConfig, DraftTreeConfig)):
         if draft is None:
             raise ValueError(f"drafter {config.name!r} needs a draft model (--draft PATH)")
