@@ -31,9 +31,15 @@ def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> tor
     return uncond + scale * (cond - uncond)
 
 
-def unconditional_twin(tokens: torch.Tensor, prefix: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """tokens [B, n] at absolute positions start.. -> a copy whose positions below k hold ``prefix`` [k]."""
+def unconditional_twin(tokens: torch.Tensor, prefix: torch.Tensor, start: int = 0,
+                       positions: torch.Tensor | None = None) -> torch.Tensor:
+    """tokens [B, n] at absolute positions start.. (or ``positions`` [n]) -> a copy whose positions
+    below k hold ``prefix`` [k]."""
     twin = tokens.clone()
+    if positions is not None:
+        inside = positions < prefix.shape[0]
+        twin[:, inside] = prefix.to(tokens.device)[positions[inside]]
+        return twin
     overlap = max(0, min(prefix.shape[0] - start, tokens.shape[1]))
     twin[:, :overlap] = prefix[start:start + overlap].to(tokens.device)
     return twin
@@ -78,8 +84,9 @@ def mask_logits(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 def guided_forward(run: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, *, scale: float = 1.0,
                    unconditional_prefix: torch.Tensor | None = None, start: int = 0,
-                   allowed: Mask = None) -> torch.Tensor:
-    """Guided, masked logits [B, r, V] of ``tokens`` [B, n] at absolute positions start..start+n−1.
+                   allowed: Mask = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Guided, masked logits [B, r, V] of ``tokens`` [B, n] at absolute positions start..start+n−1
+    (or at ``positions`` [n], e.g. the nodes of a token tree, where siblings share a position).
 
     ``run`` maps input ids [R, n] to logits [R, r, V] (a model call, cached or not; r = n, or 1 for
     the last only). With ``scale`` != 1 it gets the B rows and their unconditional twins
@@ -91,15 +98,15 @@ def guided_forward(run: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Te
     if scale != 1.0:
         if unconditional_prefix is None or len(unconditional_prefix) == 0:
             raise ValueError("classifier-free guidance (scale != 1) needs an unconditional_prefix")
-        both = run(torch.cat([tokens, unconditional_twin(tokens, unconditional_prefix, start)]))
+        both = run(torch.cat([tokens, unconditional_twin(tokens, unconditional_prefix, start, positions)]))
         logits = guided_logits(*both.chunk(2), scale)
     else:
         logits = run(tokens)
     if allowed is None:
         return logits
     rows, n = logits.shape[1], tokens.shape[1]
-    positions = torch.arange(start + n - rows + 1, start + n + 1, device=tokens.device)
-    return mask_logits(logits, allowed_at(allowed, positions, tokens[:, n - rows:]))
+    fed = torch.arange(start, start + n, device=tokens.device) if positions is None else positions.to(tokens.device)
+    return mask_logits(logits, allowed_at(allowed, fed[n - rows:] + 1, tokens[:, n - rows:]))
 
 
 class GuidedLM(CachedLM):
@@ -159,9 +166,14 @@ class GuidedLM(CachedLM):
         return self.forward_rows(tokens[None], last_only)[0]
 
     def forward_tree(self, tokens: torch.Tensor, parents: torch.Tensor, tree_start: int | None = None) -> torch.Tensor:
-        """Token trees are not yet guided or masked: refused, rather than scored without guidance."""
-        raise ValueError("token-tree drafts are not supported by GuidedLM yet (guidance and masks apply to "
-                         "chains only); use a chain drafter")
+        """Append tokens [m], the last m nodes of a tree (see :meth:`CachedLM.forward_tree`); return
+        guided logits [m, V], each node's row masked for the position after it and the node's token
+        (the unconditional twin holds the prefix wherever a node's position lies inside it)."""
+        tree_start = self.length if tree_start is None else tree_start
+        positions = self.tree_positions(parents, tree_start)[parents.shape[0] - tokens.shape[0]:]
+        return guided_forward(lambda ids: self._run_tree(ids, parents, tree_start), tokens[None],
+                              scale=self.guidance_scale, unconditional_prefix=self.unconditional_prefix,
+                              start=tree_start, allowed=self.allowed_tokens, positions=positions)[0]
 
     def forward_rows(self, tokens: torch.Tensor, last_only: bool = False, allowed: Mask = None) -> torch.Tensor:
         """Append ``tokens`` [B, n] (B rows sharing positions, e.g. a batch of same-length prompts);

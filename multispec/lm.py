@@ -171,15 +171,26 @@ class CachedLM:
         positions from ``tree_start`` (default: none, the whole cache is the shared prefix). The
         cache then holds the nodes in feed order; :meth:`keep` leaves the accepted path."""
         tree_start = self.length if tree_start is None else tree_start
-        if parents.shape[0] != self.length - tree_start + tokens.shape[0]:
+        return self._run_tree(tokens[None], parents, tree_start)[0]
+
+    @staticmethod
+    def tree_positions(parents: torch.Tensor, tree_start: int) -> torch.Tensor:
+        """[N] the absolute position of each node of a tree hanging after ``tree_start`` cached tokens."""
+        from . import trees
+
+        return tree_start - 1 + trees.depths(parents)
+
+    def _run_tree(self, input_ids: torch.Tensor, parents: torch.Tensor, tree_start: int) -> torch.Tensor:
+        """:meth:`forward_tree` for input ids [B, m] (rows sharing the tree) -> logits [B, m, V]."""
+        if parents.shape[0] != self.length - tree_start + input_ids.shape[1]:
             raise ValueError(f"a tree of {parents.shape[0]} nodes does not match {self.length - tree_start} cached "
-                             f"and {tokens.shape[0]} new ones")
+                             f"and {input_ids.shape[1]} new ones")
         dtype = next(self.model.parameters()).dtype
-        mask, positions = compat.tree_attention(self.model, tree_start, parents, dtype, queries=tokens.shape[0])
+        mask, positions = compat.tree_attention(self.model, tree_start, parents, dtype, queries=input_ids.shape[1])
         kwargs = {self._cache_kwarg: self.cache, "use_cache": True, "attention_mask": mask,
-                  "position_ids": positions}
-        logits = self._call(tokens[None], kwargs)[0]
-        self.length += tokens.shape[0]
+                  "position_ids": positions.expand(input_ids.shape[0], -1)}
+        logits = self._call(input_ids, kwargs)
+        self.length += input_ids.shape[1]
         return logits
 
     def keep(self, positions: torch.Tensor) -> None:

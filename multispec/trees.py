@@ -202,10 +202,12 @@ def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_n
         for row, parent in enumerate(frontier):
             base = 0.0 if parent < 0 else scores[parent]
             for value, token in zip(top.values[row].tolist(), top.indices[row].tolist()):
+                if value == float("-inf"):  # a token the drafter cannot emit (masked out): never a node
+                    continue
                 tokens.append(token)
                 parents.append(parent)
                 scores.append(base + value)
-        if level == depth - 1:
+        if level == depth - 1 or len(tokens) == start:
             break
         frontier = sorted(range(start, len(tokens)), key=lambda i: -scores[i])[:width]
         frontier_logits = expand(frontier, tokens, parents)

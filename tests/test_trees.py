@@ -7,7 +7,6 @@ import torch
 import multispec
 from multispec import compat, trees
 from multispec.drafters import Draft, DraftModel, PromptLookup
-from multispec.guidance import GuidedLM
 from multispec.lm import CachedLM
 from multispec.tree_drafters import DraftTree
 
@@ -131,8 +130,6 @@ def test_trees_are_refused_where_they_are_not_supported():
     with pytest.raises(ValueError, match="rule with relax"):
         multispec.generate(target, ids, drafter=TwoBranches(target), max_new_tokens=8,
                            acceptance=lambda *args, **kwargs: None)
-    with pytest.raises(ValueError, match="not supported by GuidedLM"):
-        multispec.generate(GuidedLM(target), ids, drafter=TwoBranches(target), max_new_tokens=8)
     with pytest.raises(ValueError, match="branches must be an integer >= 1"):
         PromptLookup(branches=0)
 
