@@ -103,6 +103,9 @@ def sample_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor
         node = accepted
 
 
+_ROUNDING = 1e-7  # a lift smaller than this is the float32 rounding of p itself, not a tolerance
+
+
 def relaxed_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor, relax, greedy: bool,
                  generator: torch.Generator | None) -> tuple[list[int], int, float]:
     """A relaxed rule applied per node: (accepted node indices, the next token, the mass moved).
@@ -131,6 +134,7 @@ def relaxed_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tenso
                 ids = tokens[kids]
                 p_at = p[ids]
                 lifted = relax(ids, p[None].expand(len(kids), -1).to(probs.dtype)).double()
+                lifted = torch.where(lifted > p_at + _ROUNDING, lifted, p_at)  # the rule's rows are in probs' dtype
                 others = p.expand(len(kids), -1).scatter(1, ids[:, None], -1.0).amax(dim=-1)
                 ok = ((torch.maximum(lifted, p_at) > others) & (p_at > 0)).nonzero()
                 if ok.numel():
@@ -144,8 +148,8 @@ def relaxed_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tenso
                 token = int(tokens[child])
                 p_norm = p / p.sum()
                 mass = float(p_norm[token])
-                lifted = max(float(relax(tokens[child: child + 1], p_norm[None].to(probs.dtype))[0]), mass) \
-                    if mass > 0 else 0.0
+                relaxed = float(relax(tokens[child: child + 1], p_norm[None].to(probs.dtype))[0]) if mass > 0 else 0.0
+                lifted = relaxed if relaxed > mass + _ROUNDING else mass  # the rule's rows are in probs' dtype
                 if lifted > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < lifted:
                     accepted, moved = child, moved + min(lifted, 1.0) - mass
                     break

@@ -7,12 +7,13 @@ import transformers
 
 from modalities.image import ImageTokenizer
 from modalities.image.generation import ImageModels, generate_image, generate_tokens
-from multispec.methods import (DraftModelConfig, GroupConfig, JacobiConfig, Method, NeighborhoodConfig,
-                               TypicalConfig)
+from multispec.methods import (DraftModelConfig, DraftTreeConfig, GroupConfig, JacobiConfig, Method,
+                               NeighborhoodConfig, TypicalConfig)
 
 K, CLASSES = 16, ["cats", "dogs", "flags"]
 PLAIN, DRAFT = Method(), Method(DraftModelConfig())
-DRAFTERS = {"draft": DraftModelConfig(), "jacobi": JacobiConfig()}
+DRAFTERS = {"draft": DraftModelConfig(), "jacobi": JacobiConfig(),
+            "draft-tree": DraftTreeConfig(branches=2, width=2, max_nodes=6)}
 V = K + len(CLASSES) + 1
 
 
@@ -43,7 +44,7 @@ def models() -> ImageModels:
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-@pytest.mark.parametrize("drafter", ["draft", "jacobi"])
+@pytest.mark.parametrize("drafter", ["draft", "jacobi", "draft-tree"])
 def test_exact_methods_equal_plain_greedy(drafter, guidance):
     m = models()
     for label in CLASSES:

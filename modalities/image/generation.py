@@ -16,14 +16,16 @@ from pathlib import Path
 import torch
 
 import multispec
+from multispec import timing
 from multispec.acceptance import GroupAcceptance, NeighborhoodRelaxation, neighbor_table
 from multispec.drafters import DraftModel, Jacobi
+from multispec.tree_drafters import DraftTree
 from models.token_meta import TokenModelMeta
 from multispec.guidance import GuidedLM
-from multispec.methods import (DraftModelConfig, ExactConfig, GroupConfig, JacobiConfig, Method, NeighborhoodConfig,
-                               require_supported)
+from multispec.methods import (DraftModelConfig, DraftTreeConfig, ExactConfig, GroupConfig, JacobiConfig, Method,
+                               NeighborhoodConfig, require_supported)
 
-DRAFTERS = (DraftModelConfig, JacobiConfig)
+DRAFTERS = (DraftModelConfig, DraftTreeConfig, JacobiConfig)
 ACCEPTANCES = (ExactConfig, NeighborhoodConfig, GroupConfig)
 
 
@@ -118,18 +120,24 @@ class ImageModels:
         return self._neighbors[k]
 
 
-def make_drafter(models: ImageModels, config: DraftModelConfig | JacobiConfig | None, guidance_scale: float):
-    """The drafter a method config asks for (None: plain decoding)."""
+def make_drafter(models: ImageModels, config: DraftModelConfig | DraftTreeConfig | JacobiConfig | None,
+                 guidance_scale: float):
+    """The drafter a method config asks for (None: plain decoding); a draft tree is scored by the
+    guided, masked target in one forward (``GuidedLM.forward_tree``)."""
     if config is None:
         return None
     require_supported(config, DRAFTERS, "the image adapter")
-    if isinstance(config, DraftModelConfig):
+    if isinstance(config, (DraftModelConfig, DraftTreeConfig)):
         if models.draft is None:
-            raise ValueError("drafter 'draft' needs a draft model")
+            raise ValueError(f"drafter {config.name!r} needs a draft model")
         # A drafter distilled towards the guided target drafts guided tokens in one unguided row.
         distilled = models.draft_meta is not None and models.draft_meta.draft_guidance_distilled
         scale = 1.0 if distilled else guidance_scale
-        return DraftModel(models.guided(models.draft, scale), **dataclasses.asdict(config))
+        settings = dataclasses.asdict(config)
+        if settings.pop("size_by_timing", False):
+            settings["cost"] = timing.verify_costs(models.guided(models.target, guidance_scale))
+        drafter = DraftModel if isinstance(config, DraftModelConfig) else DraftTree
+        return drafter(models.guided(models.draft, scale), **settings)
     return Jacobi(models.vocab_size, window=config.window, init_tokens=torch.arange(models.codebook_size))
 
 
