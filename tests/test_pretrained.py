@@ -9,8 +9,9 @@ import torch
 
 import multispec
 from modalities.text import encode_prompt, make_drafter
-from multispec.methods import method_from_names
+from multispec.methods import EagleConfig, method_from_names
 from models import pretrained, zoo
+from models.feature_heads import load_head
 
 from conftest import hf_greedy
 
@@ -52,6 +53,22 @@ def test_exact_methods_equal_hf_greedy_on_chat_prompts(smollm2, method):
         drafter = make_drafter(config, model, model)
         out = multispec.generate(model, ids, drafter=drafter, max_new_tokens=20)
         assert torch.equal(out.sequences, reference), (method, prompt)
+
+
+@pytest.mark.parametrize("config", [EagleConfig(), EagleConfig(branches=3, width=3, max_nodes=8)], ids=["chain", "tree"])
+def test_bundled_eagle_head_is_exact_on_smollm2(smollm2, config):
+    model, tokenizer = smollm2
+    zoo.verify(zoo.path(zoo.FEATURE_HEADS[SMOLLM2]))  # the bundled head's checksums
+    head = load_head(zoo.path(zoo.FEATURE_HEADS[SMOLLM2]), model)
+    assert head.d2t.shape == (8192,) and head.vocab_size == 49_152  # a reduced draft vocabulary
+    drafter = make_drafter(config, model, head=head)
+    accepted = 0
+    for prompt in CHAT_PROMPTS:
+        ids = encode_prompt(prompt, tokenizer)
+        out = multispec.generate(model, ids, drafter=drafter, max_new_tokens=20)
+        assert torch.equal(out.sequences, hf_greedy(model, ids, 20)), prompt
+        accepted += out.stats.accepted
+    assert accepted > 0  # the head drafts tokens the target keeps
 
 
 def test_unknown_and_missing_models_name_what_to_do(monkeypatch, tmp_path):
