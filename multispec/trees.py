@@ -136,10 +136,10 @@ def relaxed_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tenso
                 lifted = relax(ids, p[None].expand(len(kids), -1).to(probs.dtype)).double()
                 lifted = torch.where(lifted > p_at + _ROUNDING, lifted, p_at)  # the rule's rows are in probs' dtype
                 others = p.expand(len(kids), -1).scatter(1, ids[:, None], -1.0).amax(dim=-1)
-                ok = ((torch.maximum(lifted, p_at) > others) & (p_at > 0)).nonzero()
+                ok = ((lifted > others) & (p_at > 0)).nonzero()
                 if ok.numel():
                     row = int(ok[0, 0])
-                    accepted, moved = kids[row], moved + float(torch.maximum(lifted[row], p_at[row]) - p_at[row])
+                    accepted, moved = kids[row], moved + float(lifted[row] - p_at[row])
             if accepted is None:
                 return path, best, moved
         else:
