@@ -10,7 +10,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
-from . import compat
+from . import compat, trees
 
 
 @runtime_checkable
@@ -176,8 +176,6 @@ class CachedLM:
     @staticmethod
     def tree_positions(parents: torch.Tensor, tree_start: int) -> torch.Tensor:
         """[N] the absolute position of each node of a tree hanging after ``tree_start`` cached tokens."""
-        from . import trees
-
         return tree_start - 1 + trees.depths(parents)
 
     def _run_tree(self, input_ids: torch.Tensor, parents: torch.Tensor, tree_start: int) -> torch.Tensor:
