@@ -203,9 +203,6 @@ def _loop(verifier, prompt, drafter, rule, sampling, max_new_tokens, eos, genera
 def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule, sampling, generator):
     """One forward over ``fed`` = [uncached tokens (chained), the draft tree's nodes] -> (p [n + 1, V]
     after the newest token and after each node, the accepted path's node indices, its Verdict)."""
-    if draft.probs is not None:
-        raise ValueError("token-tree drafts must be point masses (Draft.probs None); sampled tree drafts "
-                         "are not implemented yet")
     if not isinstance(verifier, TreeVerifier):
         raise ValueError(f"a token-tree draft needs a multispec.lm.TreeVerifier (forward_tree, keep); "
                          f"{type(verifier).__name__} is not one")
@@ -216,7 +213,11 @@ def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule,
     logits = verifier.forward_tree(fed, fed_parents)[uncached - 1:]
     p = sampling.probs(logits)
     nodes = fed[uncached:]
+    q = None if draft.probs is None else draft.probs.to(fed.device)  # [n, V] each node's draft distribution
     if not isinstance(rule, (Greedy, SpeculativeSampling)):  # a relaxed rule's tolerance, node by node
+        if q is not None and not sampling.greedy:
+            raise ValueError("relaxed rules over token trees take point-mass drafts (Draft.probs None); "
+                             "this tree's nodes were sampled from q")
         if not callable(getattr(rule, "relax", None)):
             raise ValueError(f"token-tree drafts need an acceptance rule with relax() (multispec.acceptance."
                              f"AcceptanceRule); {type(rule).__name__} has none")
@@ -232,7 +233,8 @@ def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule,
         path = trees.greedy_path(nodes, parents, predicted)
         next_token = int(predicted[path[-1] + 1 if path else 0])
     else:
-        path, next_token = trees.sample_path(nodes, parents, p, generator)
+        path, next_token = trees.sample_path(nodes, parents, p, generator) if q is None else \
+            trees.sample_path(nodes, parents, p, generator, draft_probs=q)
     return p, path, Verdict(len(path), next_token)
 
 

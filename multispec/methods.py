@@ -82,6 +82,7 @@ class DraftTreeConfig:
     adaptive: bool = True
     max_draft_tokens: int = 8
     size_by_timing: bool = False
+    sample_children: bool = False  # under sampling: children drawn from q and verified with q (all kept)
 
     def __post_init__(self):
         for name in ("branches", "width", "max_nodes"):
@@ -90,7 +91,8 @@ class DraftTreeConfig:
         _draft_length(self.num_draft_tokens, self.max_draft_tokens)
 
     def label(self) -> str:
-        return f"draft-tree {self.branches}×{self.width}/{'≤' if self.size_by_timing else ''}{self.max_nodes}"
+        size = f"{'≤' if self.size_by_timing else ''}{self.max_nodes}"
+        return f"draft-tree {self.branches}×{self.width}/{size}" + (" sampled" if self.sample_children else "")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """Drafters that propose token trees (see :mod:`multispec.trees`); the loop verifies a tree in one
-target forward with the exact rules (greedy: the longest path the target agrees with; sampling:
-point-mass siblings tried in turn, lossless) and keeps the accepted path.
+target forward (greedy: the longest path the target agrees with; sampling: siblings tried in turn,
+lossless) and keeps the accepted path.
 
 :class:`DraftTree` grows a dynamic tree from a small draft model, EAGLE-2 style: at each depth the
 ``width`` nodes with the highest cumulative draft log-probability are expanded by their ``branches``
 most likely children (one draft forward per depth feeds those ``width`` nodes), and the ``max_nodes``
 best nodes of the whole tree are proposed, as point masses (the children are the draft's top-k, not
-samples). Knows nothing about modalities.
+samples). With ``sample_children`` and a sampling temperature, each expanded node's ``branches``
+children are instead drawn from the draft distribution q (with replacement) and proposed with their q
+rows, verified by multi-round speculative sampling (:func:`multispec.trees.sample_path`); every drawn
+node is kept, since pruning by score would bias the draws. Knows nothing about modalities.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ class DraftTree(DraftModel):
     """A draft model proposing a dynamic token tree of depth γ (the adaptive draft length)."""
 
     def __init__(self, model, branches: int = 2, width: int = 3, max_nodes: int = 12, num_draft_tokens: int = 4,
-                 adaptive: bool = True, max_draft_tokens: int = 8, cost: torch.Tensor | None = None):
+                 adaptive: bool = True, max_draft_tokens: int = 8, cost: torch.Tensor | None = None,
+                 sample_children: bool = False):
         super().__init__(model, num_draft_tokens, adaptive, max_draft_tokens)
         for name, value in (("branches", branches), ("width", width), ("max_nodes", max_nodes)):
             if not isinstance(value, int) or value < 1:
@@ -31,6 +35,8 @@ class DraftTree(DraftModel):
                              f"{type(self.lm).__name__} is not one")
         self.branches, self.width, self.max_nodes = branches, width, max_nodes
         self.cost = cost  # [K] relative verification cost per fed tokens: trees sized by trees.size_by_cost
+        # under sampling: children drawn from q (verified with their q rows), every drawn node kept
+        self.sample_children = bool(sample_children)
 
     def propose(self, tokens, max_tokens, sampling, generator) -> Draft:
         depth = min(self.length.current, max_tokens)
@@ -49,6 +55,16 @@ class DraftTree(DraftModel):
             return self.lm.forward_tree(torch.tensor([node_tokens[n] for n in frontier], device=tokens.device),
                                         torch.tensor(fed_parents, device=tokens.device), tree_start=prefix)
 
+        if self.sample_children and not sampling.greedy:  # pruning by score would bias the draws: keep them all
+            rows: list[torch.Tensor] = []
+            pick = lambda rows_logits: torch.multinomial(sampling.probs(rows_logits), self.branches,  # noqa: E731
+                                                         replacement=True, generator=generator)
+            node_tokens, parents = trees.grow(logits, depth, self.branches, self.width, 1 << 30, expand,
+                                              pick=pick, rows=rows)
+            self.lm.rollback(prefix)
+            self._cached = tokens
+            draft = tree_draft(node_tokens, parents, tokens.device)
+            return Draft(draft.tokens, sampling.probs(torch.stack(rows)), draft.parents) if node_tokens else draft
         node_tokens, parents = trees.grow(logits, depth, self.branches, self.width, self.max_nodes, expand, self.cost)
         self.lm.rollback(prefix)
         self._cached = tokens

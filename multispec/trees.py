@@ -73,7 +73,7 @@ def _children(parents: torch.Tensor) -> dict[int, list[int]]:
 
 
 def sample_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor,
-                generator: torch.Generator | None) -> tuple[list[int], int]:
+                generator: torch.Generator | None, draft_probs: torch.Tensor | None = None) -> tuple[list[int], int]:
     """Lossless sampling over a tree of point-mass drafts: (accepted node indices, the next token).
 
     probs [n + 1, V] is the target's (warped) distribution after the root (row 0) and after each
@@ -82,6 +82,11 @@ def sample_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor
     p ← norm(p with p(cᵢ) = 0) and the next child is tried; when every child is rejected, or the
     node is a leaf, the next token is drawn from the current p. Each step's output is then exactly a
     draw from the target's p (the chi-square tests check it), whatever the children are.
+
+    With ``draft_probs`` [n, V] (row i: the draft distribution q node i was sampled from; siblings are
+    independent draws from their parent's q, with replacement) each child is accepted with
+    min(1, p(cᵢ)/q(cᵢ)) and a rejection leaves p ← norm(max(0, p − q)) for the next sibling
+    (SpecInfer's multi-round speculative sampling), again exactly a draw from p.
     """
     children = _children(parents)
     token_list = tokens.tolist()
@@ -92,10 +97,15 @@ def sample_path(tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor
         for child in children.get(node, []):
             token = token_list[child]
             mass = float(p[token]) / float(p.sum())
-            if mass > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < mass:
+            q = None if draft_probs is None else draft_probs[child].double()
+            ratio = mass if q is None else (mass / float(q[token]) if float(q[token]) > 0 else 0.0)
+            if ratio > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < ratio:
                 accepted = child
                 break
-            p[token] = 0.0
+            if q is None:
+                p[token] = 0.0
+            else:
+                p = (p / p.sum() - q).clamp_min(0.0)
         if accepted is None:
             next_token = int(torch.multinomial((p / p.sum()).float(), 1, generator=generator))
             return path, next_token
@@ -183,7 +193,8 @@ def size_by_cost(scores: list[float], cost: torch.Tensor, max_nodes: int) -> int
 
 
 def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_nodes: int,
-         expand, cost: torch.Tensor | None = None) -> tuple[list[int], list[int]]:
+         expand, cost: torch.Tensor | None = None, pick=None,
+         rows: list | None = None) -> tuple[list[int], list[int]]:
     """A dynamic draft tree, EAGLE-2 style -> (tokens, parents) of its ``max_nodes`` best nodes.
 
     root_logits [V] are the drafter's logits for the token after the newest one. At each depth the
@@ -193,24 +204,29 @@ def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_n
     [len(frontier), V]. The kept nodes are the best by cumulative log-probability; a node never scores
     above its parent, so every kept node's ancestors are kept (ties keep the earlier node first).
     With ``cost`` (relative verification cost per number of fed tokens) the number kept is chosen per
-    tree by :func:`size_by_cost` instead of always ``max_nodes``.
+    tree by :func:`size_by_cost` instead of always ``max_nodes``. ``pick(logits [f, V]) -> ids [f, b]``
+    replaces the top-``branches`` children (e.g. ``branches`` draws from the draft distribution);
+    ``rows``, a list, receives the drafter's logits row [V] each kept node was picked from.
     """
     tokens: list[int] = []
     parents: list[int] = []
     scores: list[float] = []
+    sources: list[torch.Tensor] = []  # the logits row each node was picked from
     frontier, frontier_logits = [-1], root_logits[None]
     for level in range(depth):
         logp = torch.log_softmax(frontier_logits.float(), dim=-1)  # [f, V]
-        top = logp.topk(min(branches, logp.shape[-1]), dim=-1)
+        ids = logp.topk(min(branches, logp.shape[-1]), dim=-1).indices if pick is None else pick(frontier_logits)
+        values = logp.gather(1, ids)
         start = len(tokens)
         for row, parent in enumerate(frontier):
             base = 0.0 if parent < 0 else scores[parent]
-            for value, token in zip(top.values[row].tolist(), top.indices[row].tolist()):
+            for value, token in zip(values[row].tolist(), ids[row].tolist()):
                 if value == float("-inf"):  # a token the drafter cannot emit (masked out): never a node
                     continue
                 tokens.append(token)
                 parents.append(parent)
                 scores.append(base + value)
+                sources.append(frontier_logits[row])
         if level == depth - 1 or len(tokens) == start:
             break
         frontier = sorted(range(start, len(tokens)), key=lambda i: -scores[i])[:width]
@@ -218,5 +234,7 @@ def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_n
     ranked = sorted(range(len(tokens)), key=lambda i: -scores[i])
     size = max_nodes if cost is None else size_by_cost([scores[i] for i in ranked], cost, max_nodes)
     keep = sorted(ranked[:size])
+    if rows is not None:
+        rows.extend(sources[i] for i in keep)
     index = {old: new for new, old in enumerate(keep)}
     return [tokens[i] for i in keep], [index[parents[i]] if parents[i] >= 0 else -1 for i in keep]

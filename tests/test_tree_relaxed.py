@@ -83,3 +83,13 @@ def test_relaxed_rules_over_trees_through_the_loop(temperature):
             if rule is not None and temperature == 1.0 and name == "additive":  # p̃ ≤ p + β for point masses
                 assert out.stats.moved_mass <= 0.2 * out.stats.accepted + 1e-6
     assert accepted["top-4"] > accepted["exact"]
+
+
+def test_relaxed_rules_refuse_sampled_children():
+    from multispec.tree_drafters import DraftTree
+
+    target = tiny_model("llama")
+    drafter = DraftTree(tiny_model("llama", layers=1, hidden=16, seed=7), sample_children=True)
+    with pytest.raises(ValueError, match="point-mass drafts"):
+        multispec.generate(target, prompts(1)[0], drafter=drafter, max_new_tokens=8, temperature=1.0,
+                           acceptance=TopKTolerance(3), generator=torch.Generator().manual_seed(0))

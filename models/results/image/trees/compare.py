@@ -8,6 +8,8 @@ m = ImageModels.from_zoo()
 methods = {"plain": Method(), "draft": Method(DraftModelConfig()),
            "draft-tree 2x2/6": Method(DraftTreeConfig(branches=2, width=2, max_nodes=6)),
            "draft-tree 3x3/10": Method(DraftTreeConfig(branches=3, width=3, max_nodes=10)),
+           "draft-tree 2x2 sampled": Method(DraftTreeConfig(branches=2, width=2, sample_children=True)),
+           "draft-tree 3x2 sampled": Method(DraftTreeConfig(branches=3, width=2, sample_children=True)),
            "draft+lantern 0.2": Method(DraftModelConfig(), NeighborhoodConfig(delta=0.2)),
            "tree 2x2/6+lantern 0.2": Method(DraftTreeConfig(branches=2, width=2, max_nodes=6), NeighborhoodConfig(delta=0.2))}
 names = list(methods); tot = {n: [0.0, 0, 0, 0.0] for n in names}
