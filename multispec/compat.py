@@ -82,7 +82,7 @@ def tree_attention(model: torch.nn.Module, prefix_length: int, parents: torch.Te
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     device = parents.device
     m = parents.shape[0] if queries is None else queries
-    node_positions = prefix_length - 1 + trees.depths(parents)
+    node_positions = trees.positions(parents, prefix_length)
     query_positions = node_positions[parents.shape[0] - m:]
     key_positions = torch.cat([torch.arange(prefix_length, device=device), node_positions])
     allowed = torch.cat([torch.ones(m, prefix_length, dtype=torch.bool, device=device),

@@ -226,8 +226,8 @@ class Medusa(_HeadDrafter):
 
         node_tokens, parents = trees.grow(logits[0], logits.shape[0], self.branches, self.width, self.max_nodes,
                                           expand, self.cost)
-        d2t = self.head.draft_to_target.tolist()
-        return tree_draft([d2t[t] for t in node_tokens], parents, device)
+        d2t = self.head.draft_to_target
+        return tree_draft(d2t[torch.tensor(node_tokens, dtype=torch.long, device=d2t.device)].tolist(), parents, device)
 
 
 def _cache_length(cache) -> int:

@@ -17,6 +17,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 
+from . import trees
 from .lm import CachedLM
 
 # (predicted positions [n], the token right before each [n]) -> allowed [n, V] bool
@@ -170,7 +171,7 @@ class GuidedLM(CachedLM):
         guided logits [m, V], each node's row masked for the position after it and the node's token
         (the unconditional twin holds the prefix wherever a node's position lies inside it)."""
         tree_start = self.length if tree_start is None else tree_start
-        positions = self.tree_positions(parents, tree_start)[parents.shape[0] - tokens.shape[0]:]
+        positions = trees.positions(parents, tree_start)[parents.shape[0] - tokens.shape[0]:]
         return guided_forward(lambda ids: self._run_tree(ids, parents, tree_start), tokens[None],
                               scale=self.guidance_scale, unconditional_prefix=self.unconditional_prefix,
                               start=tree_start, allowed=self.allowed_tokens, positions=positions)[0]

@@ -10,7 +10,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
-from . import compat, trees
+from . import compat
 
 
 @runtime_checkable
@@ -172,11 +172,6 @@ class CachedLM:
         cache then holds the nodes in feed order; :meth:`keep` leaves the accepted path."""
         tree_start = self.length if tree_start is None else tree_start
         return self._run_tree(tokens[None], parents, tree_start)[0]
-
-    @staticmethod
-    def tree_positions(parents: torch.Tensor, tree_start: int) -> torch.Tensor:
-        """[N] the absolute position of each node of a tree hanging after ``tree_start`` cached tokens."""
-        return tree_start - 1 + trees.depths(parents)
 
     def _run_tree(self, input_ids: torch.Tensor, parents: torch.Tensor, tree_start: int) -> torch.Tensor:
         """:meth:`forward_tree` for input ids [B, m] (rows sharing the tree) -> logits [B, m, V]."""

@@ -68,6 +68,11 @@ class DraftModelConfig:
         return " ".join(["draft", *parts])
 
 
+def _tree_shape(branches: int, width: int, max_nodes: int, size_by_timing: bool) -> str:
+    """branches×width/max_nodes, with ≤ when the tree is sized by timing (at most max_nodes)."""
+    return f"{branches}×{width}/{'≤' if size_by_timing else ''}{max_nodes}"
+
+
 @dataclass(frozen=True)
 class DraftTreeConfig:
     """The draft model grows a dynamic token tree (EAGLE-2 style): at each
@@ -91,8 +96,8 @@ class DraftTreeConfig:
         _draft_length(self.num_draft_tokens, self.max_draft_tokens)
 
     def label(self) -> str:
-        size = f"{'≤' if self.size_by_timing else ''}{self.max_nodes}"
-        return f"draft-tree {self.branches}×{self.width}/{size}" + (" sampled" if self.sample_children else "")
+        shape = _tree_shape(self.branches, self.width, self.max_nodes, self.size_by_timing)
+        return f"draft-tree {shape}" + (" sampled" if self.sample_children else "")
 
 
 @dataclass(frozen=True)
@@ -272,7 +277,7 @@ class _HeadConfig:
     def label(self) -> str:
         if self.branches == 1:
             return self.name
-        return f"{self.name}-tree {self.branches}×{self.width}/{'≤' if self.size_by_timing else ''}{self.max_nodes}"
+        return f"{self.name}-tree {_tree_shape(self.branches, self.width, self.max_nodes, self.size_by_timing)}"
 
 
 @dataclass(frozen=True)

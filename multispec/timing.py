@@ -28,13 +28,13 @@ def forward_seconds(target, tokens: int, context: int = 128, repeats: int = 8) -
     with torch.inference_mode():
         verifier.reset()
         verifier.forward(ids[:context])
-        for _ in range(repeats + 2):
+        for _ in range(repeats + 3):
             start = time.perf_counter()
             verifier.forward(ids[context:])[-1, 0].item()  # .item() waits for an accelerator
             times.append(time.perf_counter() - start)
             verifier.rollback(context)
         verifier.reset()
-    return statistics.median(times[2:])
+    return statistics.median(times[3:])
 
 
 def verify_costs(target, sizes: tuple[int, ...] = DEFAULT_SIZES, context: int = 128,

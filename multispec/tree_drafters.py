@@ -55,17 +55,19 @@ class DraftTree(DraftModel):
             return self.lm.forward_tree(torch.tensor([node_tokens[n] for n in frontier], device=tokens.device),
                                         torch.tensor(fed_parents, device=tokens.device), tree_start=prefix)
 
-        if self.sample_children and not sampling.greedy:  # pruning by score would bias the draws: keep them all
-            rows: list[torch.Tensor] = []
-            pick = lambda rows_logits: torch.multinomial(sampling.probs(rows_logits), self.branches,  # noqa: E731
-                                                         replacement=True, generator=generator)
-            node_tokens, parents = trees.grow(logits, depth, self.branches, self.width, 1 << 30, expand,
-                                              pick=pick, rows=rows)
-            self.lm.rollback(prefix)
-            self._cached = tokens
-            draft = tree_draft(node_tokens, parents, tokens.device)
-            return Draft(draft.tokens, sampling.probs(torch.stack(rows)), draft.parents) if node_tokens else draft
-        node_tokens, parents = trees.grow(logits, depth, self.branches, self.width, self.max_nodes, expand, self.cost)
+        sampled = self.sample_children and not sampling.greedy  # pruning by score would bias the draws: keep all
+        rows: list[torch.Tensor] | None = [] if sampled else None
+
+        def pick(frontier_logits):  # ``branches`` independent draws from q for each expanded node
+            return torch.multinomial(sampling.probs(frontier_logits), self.branches, replacement=True,
+                                     generator=generator)
+
+        node_tokens, parents = trees.grow(logits, depth, self.branches, self.width,
+                                          1 << 30 if sampled else self.max_nodes, expand,
+                                          None if sampled else self.cost, pick if sampled else None, rows)
         self.lm.rollback(prefix)
         self._cached = tokens
-        return tree_draft(node_tokens, parents, tokens.device)
+        draft = tree_draft(node_tokens, parents, tokens.device)
+        if sampled and node_tokens:
+            draft.probs = sampling.probs(torch.stack(rows))  # [n, V] the q each node was drawn from
+        return draft

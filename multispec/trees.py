@@ -34,6 +34,12 @@ def depths(parents: torch.Tensor) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long, device=parents.device)
 
 
+def positions(parents: torch.Tensor, prefix_length: int) -> torch.Tensor:
+    """[n] the absolute position of each node of a tree hanging after ``prefix_length`` tokens: the
+    root's children sit at prefix_length − 1 + 1, their children one further (siblings share one)."""
+    return prefix_length - 1 + depths(parents)
+
+
 def ancestor_mask(parents: torch.Tensor) -> torch.Tensor:
     """[n, n] bool: row i is True at i and at each of its ancestors (the nodes row i may attend to)."""
     n = parents.shape[0]
@@ -226,7 +232,8 @@ def grow(root_logits: torch.Tensor, depth: int, branches: int, width: int, max_n
                 tokens.append(token)
                 parents.append(parent)
                 scores.append(base + value)
-                sources.append(frontier_logits[row])
+                if rows is not None:
+                    sources.append(frontier_logits[row])
         if level == depth - 1 or len(tokens) == start:
             break
         frontier = sorted(range(start, len(tokens)), key=lambda i: -scores[i])[:width]
