@@ -16,7 +16,8 @@ def check_input_ids(input_ids, vocab_size: int) -> torch.Tensor:
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must have shape [1, T], got {tuple(input_ids.shape)}")
     if input_ids.shape[0] != 1:
-        raise ValueError(f"input_ids has batch size {input_ids.shape[0]}; only batch size 1 is supported")
+        raise ValueError(f"input_ids has batch size {input_ids.shape[0]}; stream() decodes one sequence "
+                         f"(multispec.generate takes a batch with its attention_mask)")
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids is empty: the prompt needs at least one token")
     low, high = int(input_ids.min()), int(input_ids.max())
@@ -24,6 +25,37 @@ def check_input_ids(input_ids, vocab_size: int) -> torch.Tensor:
         bad = low if low < 0 else high
         raise ValueError(f"input_ids contains token id {bad}, outside the target's vocabulary [0, {vocab_size})")
     return input_ids[0].long()
+
+
+def check_batch(input_ids, attention_mask, vocab_size: int) -> list[torch.Tensor]:
+    """LongTensor [B, T] and its attention mask [B, T] (1 = token, 0 = padding; each row's tokens one
+    contiguous run, left padding as Hugging Face batches) -> each row's prompt [T_b]."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a torch.LongTensor of shape [B, T], got {shape}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be a tensor shaped like input_ids {tuple(input_ids.shape)}, got {shape}")
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    prompts = []
+    for row in range(input_ids.shape[0]):
+        keep = attention_mask[row].bool()
+        where = keep.nonzero()[:, 0]
+        if where.numel() == 0:
+            raise ValueError(f"attention_mask row {row} is all padding: every prompt needs at least one token")
+        if int(where[-1] - where[0]) + 1 != where.numel():
+            raise ValueError(f"attention_mask row {row} has padding between its tokens "
+                             f"({attention_mask[row].tolist()}); pad on one side only (left, as Hugging Face batches)")
+        prompts.append(check_input_ids(input_ids[row: row + 1, keep], vocab_size))
+    return prompts
+
+
+def check_pad(pad_token_id, vocab_size: int) -> None:
+    if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, Integral) or pad_token_id < 0:
+        raise ValueError(f"pad_token_id must be a token id >= 0, got {pad_token_id!r}")
 
 
 def check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:

@@ -79,7 +79,6 @@ def tree_attention(model: torch.nn.Module, prefix_length: int, parents: torch.Te
     """
     from . import trees
 
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     device = parents.device
     m = parents.shape[0] if queries is None else queries
     node_positions = trees.positions(parents, prefix_length)
@@ -87,24 +86,34 @@ def tree_attention(model: torch.nn.Module, prefix_length: int, parents: torch.Te
     key_positions = torch.cat([torch.arange(prefix_length, device=device), node_positions])
     allowed = torch.cat([torch.ones(m, prefix_length, dtype=torch.bool, device=device),
                          trees.ancestor_mask(parents)[parents.shape[0] - m:]], dim=1)
+    mask = attention_masks(model, allowed[None], query_positions[None], key_positions[None], dtype)
+    return mask, query_positions[None]
+
+
+def attention_masks(model: torch.nn.Module, allowed: torch.Tensor, query_positions: torch.Tensor,
+                    key_positions: torch.Tensor, dtype: torch.dtype):
+    """The custom 4D attention mask(s) for ``allowed`` [B, n, K] (query i may see key j), with the
+    model's sliding window applied from the positions [B, n] and [B, K]: float [B, 1, n, K], 0 where
+    attention is allowed and the dtype's minimum elsewhere, or one such mask per ``layer_types`` kind.
+    No row may be fully masked (SDPA gives NaN)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
 
     def additive(mask: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)[None, None]
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min)[:, None]
 
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None)
-    windowed = None if not window else allowed & (query_positions[:, None] - key_positions[None, :] < window)
+    windowed = None if not window else \
+        allowed & (query_positions[:, :, None] - key_positions[:, None, :] < window)
     if layer_types is not None:
         kinds = set(layer_types)
         if "sliding_attention" not in kinds or windowed is None:
-            mask = additive(allowed)
-        elif kinds == {"sliding_attention"}:
-            mask = additive(windowed)
-        else:
-            mask = {"full_attention": additive(allowed), "sliding_attention": additive(windowed)}
-    else:
-        mask = additive(allowed if windowed is None else windowed)
-    return mask, query_positions[None]
+            return additive(allowed)
+        if kinds == {"sliding_attention"}:
+            return additive(windowed)
+        return {"full_attention": additive(allowed), "sliding_attention": additive(windowed)}
+    return additive(allowed if windowed is None else windowed)
 
 
 def keep_cache_positions(cache: DynamicCache, positions: torch.Tensor) -> None:
@@ -115,3 +124,14 @@ def keep_cache_positions(cache: DynamicCache, positions: torch.Tensor) -> None:
             index = positions.to(layer.keys.device)
             layer.keys = layer.keys.index_select(-2, index)
             layer.values = layer.values.index_select(-2, index)
+
+
+def gather_cache_slots(cache: DynamicCache, index: torch.Tensor) -> None:
+    """Row b of every layer keeps the cached slots ``index[b]`` ([B, M]), in that order (batched
+    decoding compacts its ragged cache with it)."""
+    for layer in cache.layers:
+        if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:
+            keys = layer.keys
+            full = index.to(keys.device)[:, None, :, None].expand(keys.shape[0], keys.shape[1], -1, keys.shape[3])
+            layer.keys = keys.gather(2, full)
+            layer.values = layer.values.gather(2, full)

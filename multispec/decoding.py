@@ -37,8 +37,9 @@ class Step:
 
 @dataclass
 class GenerationResult:
-    sequences: torch.Tensor  # [1, T + new] prompt followed by the generated tokens
-    stats: DecodingStats
+    sequences: torch.Tensor  # [B, T + new] prompt followed by the generated tokens (then padding, B > 1)
+    stats: DecodingStats  # B > 1: summed over the rows (multispec.batching.total)
+    row_stats: list[DecodingStats] | None = None  # B > 1: each row's own
 
 
 def _as_verifier(target) -> Verifier:
@@ -240,9 +241,9 @@ def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule,
 
 def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: AcceptanceRule | None = None,
              max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, eos_token_id=None,
-             generator: torch.Generator | None = None) -> GenerationResult:
-    """Generate up to ``max_new_tokens`` tokens after ``input_ids`` [1, T] with draft-then-verify decoding.
+             top_p: float | None = None, eos_token_id=None, generator: torch.Generator | None = None,
+             attention_mask: torch.Tensor | None = None, pad_token_id: int = 0) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` tokens after ``input_ids`` [B, T] with draft-then-verify decoding.
 
     Args:
         target: a transformers causal LM (forward returns ``.logits``) or a :class:`~multispec.lm.Verifier`.
@@ -251,10 +252,22 @@ def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: Accep
             ``temperature == 0``, ``SpeculativeSampling`` otherwise).
         temperature, top_k, top_p: Hugging Face semantics and order, applied to target and draft alike.
         eos_token_id: int or ids that end generation (included in the output); None never stops early.
-        generator: the source of randomness for sampling and acceptance.
+        generator: the source of randomness for sampling and acceptance (B > 1: it seeds one per row).
+        attention_mask: [B, T] 1 for tokens, 0 for padding (left padding, as Hugging Face batches);
+            B > 1 decodes every row with its own acceptance and eos (:mod:`multispec.batching`).
+        pad_token_id: fills each row of ``sequences`` after it stopped (B > 1).
     Returns:
-        GenerationResult with ``sequences`` [1, T + new] and ``stats`` (:class:`DecodingStats`).
+        GenerationResult with ``sequences`` [B, T + new] and ``stats`` (:class:`DecodingStats`).
     """
+    if attention_mask is not None or (isinstance(input_ids, torch.Tensor) and input_ids.ndim == 2
+                                      and input_ids.shape[0] > 1):
+        from .batching import generate_batch, total
+
+        sequences, row_stats = generate_batch(
+            target, input_ids, attention_mask, drafter=drafter, pad_token_id=pad_token_id, generator=generator,
+            acceptance=acceptance, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+            top_p=top_p, eos_token_id=eos_token_id)
+        return GenerationResult(sequences, total(row_stats), row_stats)
     steps = stream(target, input_ids, drafter=drafter, acceptance=acceptance, max_new_tokens=max_new_tokens,
                    temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
                    generator=generator)
