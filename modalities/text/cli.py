@@ -177,3 +177,33 @@ def register_bench(subparsers) -> None:
                         help="wrap prompts in the tokenizer's chat template (default: when it has one)")
     parser.add_argument("--out", default="runs/bench", help="folder for bench_text.json and bench_text.md")
     parser.set_defaults(run=run_bench)
+    cross = subparsers.add_parser("cross-vocab", help="benchmark drafting across vocabularies (different "
+                                  "tokenizers) against Hugging Face's universal assisted decoding")
+    cross.add_argument("--target", default="gemma3-270m", help="target folder or name (default gemma3-270m)")
+    cross.add_argument("--draft", default="smollm2-135m-instruct", help="draft folder or name with its own tokenizer")
+    cross.add_argument("--prompts", help=".jsonl or .txt prompts (default: Spec-Bench's questions as plain text)")
+    cross.add_argument("--num-prompts", type=int, default=2, help="the first N prompts of each category")
+    cross.add_argument("--max-new-tokens", type=int, default=64)
+    cross.add_argument("--gamma", type=int, default=4, help="initial draft length (adaptive)")
+    cross.add_argument("--threads", type=int, help="torch CPU threads")
+    cross.add_argument("--out", default="runs/bench-cross", help="folder for bench_text.json and bench_text.md")
+    cross.set_defaults(run=run_cross_bench)
+
+
+def run_cross_bench(args) -> int:
+    from models import zoo
+
+    from .cross_bench import run_cross_bench as run
+    from .loading import load_model, load_tokenizer
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target_path, draft_path = zoo.resolve(args.target), zoo.resolve(args.draft)
+    prompts = bench.load_prompts(args.prompts or zoo.spec_bench_path(), args.num_prompts)
+    started = time.time()
+    report = run(load_model(target_path, "target"), load_tokenizer(target_path), load_model(draft_path, "draft"),
+                 load_tokenizer(draft_path), [text for _, text in prompts], args.max_new_tokens,
+                 num_draft_tokens=args.gamma)
+    report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started)
+    print(bench.markdown_table(report))
+    print(f"saved to {bench.save_report(report, args.out)}", file=sys.stderr)
+    return 0
