@@ -18,6 +18,7 @@ import threading
 import torch
 
 from . import checks
+from .batch_policy import BatchPolicy, Capped
 from .lm import CachedLM
 from .ragged import RaggedLM, Request
 from .stats import DecodingStats
@@ -44,6 +45,10 @@ class Batcher:
             if self._error is not None:
                 raise RuntimeError("another row's batched forward failed") from self._error
             return self._done.pop(key)
+
+    def live(self) -> int:
+        """Rows still decoding."""
+        return self._live
 
     def leave(self) -> None:
         """A row finished (or failed): the others no longer wait for it."""
@@ -133,9 +138,11 @@ def _row_drafter(drafter, row: int, batcher: Batcher, shared: dict):
 
 
 def generate_batch(target, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *, drafter,
-                   pad_token_id: int, generator: torch.Generator | None, **loop_kwargs):
+                   pad_token_id: int, generator: torch.Generator | None, batch_policy: BatchPolicy | None = None,
+                   **loop_kwargs):
     """:func:`multispec.generate` for a batch; see its docstring. Returns (sequences [B, T + new]:
-    each input row as given, then its new tokens, then ``pad_token_id``; per-row stats)."""
+    each input row as given, then its new tokens, then ``pad_token_id``; per-row stats).
+    ``batch_policy`` caps every row's draft length at what pays at the live batch size."""
     from .decoding import stream
 
     if not isinstance(target, torch.nn.Module):
@@ -150,6 +157,10 @@ def generate_batch(target, input_ids: torch.Tensor, attention_mask: torch.Tensor
     batcher.target = RaggedLM(target, rows)
     shared: dict = {}
     drafters = [None if drafter is None else _row_drafter(drafter, row, batcher, shared) for row in range(rows)]
+    if batch_policy is not None and drafter is not None:
+        if not isinstance(batch_policy, BatchPolicy):
+            raise ValueError(f"batch_policy must be a multispec.batch_policy.BatchPolicy, got {type(batch_policy).__name__}")
+        drafters = [Capped(d, batch_policy, batcher.live) for d in drafters]
     seeds = torch.randint(2 ** 62, (rows,), generator=generator).tolist() if generator is not None else None
     outputs: list = [None] * rows
     errors: list = [None] * rows

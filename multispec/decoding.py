@@ -242,7 +242,8 @@ def _verify_tree(verifier, fed: torch.Tensor, draft: Draft, uncached: int, rule,
 def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: AcceptanceRule | None = None,
              max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, eos_token_id=None, generator: torch.Generator | None = None,
-             attention_mask: torch.Tensor | None = None, pad_token_id: int = 0) -> GenerationResult:
+             attention_mask: torch.Tensor | None = None, pad_token_id: int = 0,
+             batch_policy=None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` tokens after ``input_ids`` [B, T] with draft-then-verify decoding.
 
     Args:
@@ -256,6 +257,8 @@ def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: Accep
         attention_mask: [B, T] 1 for tokens, 0 for padding (left padding, as Hugging Face batches);
             B > 1 decodes every row with its own acceptance and eos (:mod:`multispec.batching`).
         pad_token_id: fills each row of ``sequences`` after it stopped (B > 1).
+        batch_policy: a :class:`~multispec.batch_policy.BatchPolicy` (B > 1): caps every row's draft
+            length at what pays at the live batch size (0: plain steps), from measured forward costs.
     Returns:
         GenerationResult with ``sequences`` [B, T + new] and ``stats`` (:class:`DecodingStats`).
     """
@@ -265,6 +268,7 @@ def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: Accep
 
         sequences, row_stats = generate_batch(
             target, input_ids, attention_mask, drafter=drafter, pad_token_id=pad_token_id, generator=generator,
+            batch_policy=batch_policy,
             acceptance=acceptance, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
             top_p=top_p, eos_token_id=eos_token_id)
         return GenerationResult(sequences, total(row_stats), row_stats)

@@ -198,3 +198,33 @@ def test_bad_batches_are_refused_by_name():
         multispec.generate(target, ids, attention_mask=mask, max_new_tokens=250)
     with pytest.raises(ValueError, match="pad_token_id"):
         multispec.generate(target, ids, attention_mask=mask, max_new_tokens=2, pad_token_id=-1)
+
+
+def test_policy_caps_literal_cases():
+    from multispec.batch_policy import BatchPolicy
+    linear = BatchPolicy({1: 1.0, 128: 128.0}, prior_acceptance=0.9)
+    assert linear.cap(1) == 0  # each drafted token costs a full forward: never pays
+    knee = BatchPolicy({1: 1.0, 64: 1.0, 128: 2.0}, prior_acceptance=0.8, max_draft_tokens=8)
+    assert knee.cap(1) == 8  # flat cost: draft as far as allowed
+    assert knee.cap(16) == 3  # 16 rows × 4 tokens fill the flat part
+    assert knee.cap(128) == 0  # compute-bound: plain steps
+    sloped = BatchPolicy({1: 1.0, 64: 1.5, 128: 3.0}, prior_acceptance=0.8)
+    assert sloped.cap(1) > 0
+    sloped.observe(drafted=1000, accepted=0)
+    assert sloped.acceptance < 0.01 and sloped.cap(1) == 0  # nothing accepted: stop drafting
+    with pytest.raises(ValueError, match="forward_seconds"):
+        BatchPolicy({0: 1.0})
+
+
+def test_policy_keeps_rows_exact_and_turns_drafting_off():
+    from multispec.batch_policy import BatchPolicy
+    target = tiny_model("llama")
+    rows = prompts(4, seed=9)
+    ids, mask = left_padded(rows)
+    plain = multispec.generate(target, ids, attention_mask=mask, max_new_tokens=12).sequences
+    for seconds, drafts in (({1: 1.0, 128: 1.0}, True), ({1: 1.0, 128: 128.0}, False)):
+        policy = BatchPolicy(seconds, prior_acceptance=0.9)
+        out = multispec.generate(target, ids, attention_mask=mask, drafter=DraftModel(target), max_new_tokens=12,
+                                 batch_policy=policy)
+        assert torch.equal(out.sequences, plain)
+        assert (out.stats.drafted > 0) == drafts

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 import time
 
 import torch
 
-from . import bench
+from . import batch_bench, bench
 from multispec.methods import DraftModelConfig, DraftTreeConfig, EagleConfig, MedusaConfig
 
 from ..method_args import add_method_arguments, method_from_args
@@ -188,6 +189,38 @@ def register_bench(subparsers) -> None:
     cross.add_argument("--threads", type=int, help="torch CPU threads")
     cross.add_argument("--out", default="runs/bench-cross", help="folder for bench_text.json and bench_text.md")
     cross.set_defaults(run=run_cross_bench)
+    batch = subparsers.add_parser("batch", help="throughput against batch size (plain, draft, lookup, eagle, "
+                                  "each with and without the batch policy)")
+    _common(batch)
+    batch.add_argument("--prompts", help=".jsonl or .txt prompts (default as for bench text)")
+    batch.add_argument("--num-prompts", type=int, default=16, help="how many prompts (default 16)")
+    batch.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    batch.add_argument("--methods", nargs="+", choices=batch_bench.METHODS, default=list(batch_bench.METHODS))
+    batch.add_argument("--out", default="runs/bench-batch", help="folder for bench_batch.{json,md} and throughput.png")
+    batch.set_defaults(run=run_batch_bench)
+
+
+def run_batch_bench(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target_path, draft_path = _resolve(args)
+    target, draft, tokenizer = load_pair(target_path, draft_path, args.device, _dtype(args))
+    if args.prompts:
+        prompts = bench.load_prompts(args.prompts)
+    else:
+        prompts = default_prompts(None, spec_bench=args.target is not None and not _bundled(args.target))
+    prompts = [text for _, text in prompts]
+    if not args.prompts and len(prompts) > args.num_prompts:  # spread over the categories
+        prompts = prompts[:: len(prompts) // args.num_prompts]
+    prompts = prompts[: args.num_prompts]
+    started = time.time()
+    report = batch_bench.run_batch_bench(target, draft, tokenizer, prompts, tuple(args.batch_sizes), args.methods,
+                                         args.max_new_tokens, head=load_feature_head(args, target, required=False))
+    report.update(target=str(target_path), draft=str(draft_path), wall_s=time.time() - started)
+    print(batch_bench.markdown(report))
+    title = f"{pathlib.Path(str(target_path)).name}: throughput against batch size"
+    print(f"saved to {batch_bench.save(report, args.out, title)}", file=sys.stderr)
+    return 0
 
 
 def run_cross_bench(args) -> int:
