@@ -119,6 +119,17 @@ class RowLM:
         return self._call(Request(tokens, parents=parents, tree_start=self.length if tree_start is None else tree_start))
 
 
+def left_pad(prompts: list[torch.Tensor], pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts [T_b] or [1, T_b] -> (input_ids [B, T], attention_mask [B, T]) padded on the left."""
+    rows = [p.reshape(-1) for p in prompts]
+    width = max(r.shape[0] for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - r.shape[0]:], mask[i, width - r.shape[0]:] = r, 1
+    return ids, mask
+
+
 def _row_drafter(drafter, row: int, batcher: Batcher, shared: dict):
     """A copy of ``drafter`` for one row: its modules (weights) shared, its draft model's cache a row
     of one RaggedLM shared by all rows, every other state its own."""

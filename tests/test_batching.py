@@ -12,6 +12,7 @@ import multispec
 from multispec import GuidedLM
 from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
 from multispec.feature_drafters import Eagle, Medusa
+from multispec.batching import left_pad
 from multispec.ragged import RaggedLM, Request
 from multispec.sampling import Sampling
 from multispec.tree_drafters import DraftTree
@@ -23,12 +24,8 @@ from test_medusa import untrained_heads
 
 
 def left_padded(rows: list[torch.Tensor], pad: int = 0):
-    """[1, T_b] prompts -> (input_ids [B, T], attention_mask [B, T]) padded on the left."""
-    width = max(r.shape[1] for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, width - r.shape[1]:], mask[i, width - r.shape[1]:] = r[0], 1
+    ids, mask = left_pad(rows, pad)
+    assert mask.sum().item() == sum(r.shape[1] for r in rows) and (mask[:, -1] == 1).all()
     return ids, mask
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 import multispec
 from multispec.batch_policy import BatchPolicy
+from multispec.batching import left_pad
 from multispec.methods import DraftModelConfig, EagleConfig, PromptLookupConfig
 
 from .generation import encode_prompt, make_drafter
@@ -28,13 +29,7 @@ METHODS = ("plain", "draft", "draft+policy", "lookup", "lookup+policy", "eagle",
 
 def _batches(encoded: list[torch.Tensor], size: int, pad: int):
     for start in range(0, len(encoded), size):
-        group = encoded[start: start + size]
-        width = max(ids.shape[1] for ids in group)
-        ids = torch.full((len(group), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(group):
-            ids[row, width - prompt.shape[1]:], mask[row, width - prompt.shape[1]:] = prompt[0], 1
-        yield ids, mask
+        yield left_pad(encoded[start: start + size], pad)
 
 
 def run_batch_bench(target, draft, tokenizer, prompts: list[str], batch_sizes=(1, 2, 4, 8, 16), methods=METHODS,

@@ -95,15 +95,21 @@ def run_text(args) -> int:
     return 0
 
 
-def run_bench(args) -> int:
+def _bench_inputs(args, per_category: int | None):
+    """(target path, draft path, target, draft, tokenizer, (category, prompt) pairs) of a bench command."""
     if args.threads:
         torch.set_num_threads(args.threads)
     target_path, draft_path = _resolve(args)
     target, draft, tokenizer = load_pair(target_path, draft_path, args.device, _dtype(args))
     if args.prompts:
-        prompts = bench.load_prompts(args.prompts, args.num_prompts)
+        prompts = bench.load_prompts(args.prompts, per_category)
     else:  # the bundled pair's own held-out prompts; Spec-Bench's questions for any other target
-        prompts = default_prompts(args.num_prompts, spec_bench=args.target is not None and not _bundled(args.target))
+        prompts = default_prompts(per_category, spec_bench=args.target is not None and not _bundled(args.target))
+    return target_path, draft_path, target, draft, tokenizer, prompts
+
+
+def run_bench(args) -> int:
+    target_path, draft_path, target, draft, tokenizer, prompts = _bench_inputs(args, args.num_prompts)
     started = time.time()
     head = load_feature_head(args, target, required=False)
     report = bench.run_bench(target, draft, tokenizer, prompts, methods=args.methods, head=head,
@@ -201,14 +207,7 @@ def register_bench(subparsers) -> None:
 
 
 def run_batch_bench(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    target_path, draft_path = _resolve(args)
-    target, draft, tokenizer = load_pair(target_path, draft_path, args.device, _dtype(args))
-    if args.prompts:
-        prompts = bench.load_prompts(args.prompts)
-    else:
-        prompts = default_prompts(None, spec_bench=args.target is not None and not _bundled(args.target))
+    target_path, draft_path, target, draft, tokenizer, prompts = _bench_inputs(args, None)
     prompts = [text for _, text in prompts]
     if not args.prompts and len(prompts) > args.num_prompts:  # spread over the categories
         prompts = prompts[:: len(prompts) // args.num_prompts]
