@@ -7,6 +7,7 @@ import sys
 
 from modalities.image import cli as image_cli
 from modalities.speech import cli as speech_cli
+from modalities import export_cli
 from modalities.text import cli as text_cli
 
 MODALITY_CLIS = (text_cli, image_cli, speech_cli)
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in MODALITY_CLIS:
         module.register(commands)
         module.register_bench(bench_modalities)
+    export_cli.register(commands)
     return parser
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, LlamaConfig, LlamaModel
-from transformers.models.llama.modeling_llama import LlamaRMSNorm
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm
 
 from multispec import compat
 
@@ -41,11 +41,34 @@ def default_feature_layers(num_layers: int) -> tuple[int, ...]:
     return tuple(sorted({min(2, num_layers - 1), num_layers // 2, max(0, num_layers - 3), num_layers}))
 
 
+class Eagle3Layer(LlamaDecoderLayer):
+    """EAGLE-3's first draft layer, the layout vLLM and SGLang load: its input is [embedding; hidden]
+    (2H); attention reads [input_layernorm(embedding); hidden_norm(hidden)] through 2H-wide q/k/v
+    projections, and the residual stream starts from the raw hidden state."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config, 0)
+        hidden, attn = config.hidden_size, self.self_attn
+        for name in ("q_proj", "k_proj", "v_proj"):
+            old = getattr(attn, name)
+            setattr(attn, name, torch.nn.Linear(2 * hidden, old.out_features, bias=old.bias is not None))
+        self.hidden_norm = LlamaRMSNorm(hidden, eps=config.rms_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+        embedded, hidden = hidden_states.chunk(2, dim=-1)
+        x = torch.cat([self.input_layernorm(embedded), self.hidden_norm(hidden)], dim=-1)
+        attended, _ = self.self_attn(hidden_states=x, **kwargs)
+        residual = hidden + attended
+        return residual + self.mlp(self.post_attention_layernorm(residual))
+
+
 class EagleHead(torch.nn.Module):
     """``settings["input"]``: ``concat`` (the default) maps [norm(embedding); norm(hidden)] 2H -> H;
     ``residual`` adds a zero-initialised H -> H map of norm(hidden) to the embedding, so a head
     warm-started from a one-layer draft LM (``own_embedding``: its own token table, saved with the
-    head) starts out as exactly that draft model and learns to use the target's features from there."""
+    head) starts out as exactly that draft model and learns to use the target's features from there;
+    ``eagle3`` is EAGLE-3's own layout (:class:`Eagle3Layer`, a final ``norm`` before the LM head, the
+    pre-norm output fed back), the one ``models.export`` writes for vLLM, SGLang and speculators."""
 
     def __init__(self, settings: dict, embed: torch.nn.Embedding):
         super().__init__()
@@ -53,15 +76,21 @@ class EagleHead(torch.nn.Module):
         hidden = settings["hidden_size"]
         self.feature_layers = tuple(settings["feature_layers"])
         self.vocab_size = settings["vocab_size"]
-        self.residual = settings.get("input", "concat") == "residual"
+        layout = settings.get("input", "concat")
+        if layout not in ("concat", "residual", "eagle3"):
+            raise ValueError(f"EagleHead input layout must be concat, residual or eagle3, got {layout!r}")
+        self.residual, self.eagle3 = layout == "residual", layout == "eagle3"
         self.own_embedding = bool(settings.get("own_embedding", False))
         self.embed = torch.nn.Embedding(self.vocab_size, hidden) if self.own_embedding else embed
         self.fc = torch.nn.Linear(settings["target_hidden_size"] * len(self.feature_layers), hidden, bias=False)
-        self.hidden_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
-        if self.residual:
+        if self.eagle3:
+            pass
+        elif self.residual:
+            self.hidden_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
             self.combine = torch.nn.Linear(hidden, hidden, bias=False)
             torch.nn.init.zeros_(self.combine.weight)
         else:
+            self.hidden_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
             self.embed_norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
             self.combine = torch.nn.Linear(2 * hidden, hidden, bias=False)
         self.config = LlamaConfig(vocab_size=1, hidden_size=hidden, intermediate_size=settings["intermediate_size"],
@@ -73,6 +102,10 @@ class EagleHead(torch.nn.Module):
                                   rope_parameters={"rope_type": "default", "rope_theta": settings["rope_theta"]},
                                   bos_token_id=None, eos_token_id=None, pad_token_id=None)
         self.decoder = LlamaModel(self.config)
+        if self.eagle3:  # the decoder returns the pre-norm stream (fed back); the head norms it for logits
+            self.decoder.layers[0] = Eagle3Layer(self.config)
+            self.decoder.norm = torch.nn.Identity()
+            self.norm = LlamaRMSNorm(hidden, eps=settings["rms_norm_eps"])
         self.lm_head = torch.nn.Linear(hidden, settings["draft_vocab_size"], bias=False)
         self.register_buffer("d2t", torch.arange(settings["draft_vocab_size"]), persistent=True)
 
@@ -89,7 +122,9 @@ class EagleHead(torch.nn.Module):
     def step(self, tokens, inputs, cache, position_ids, attention_mask=None):
         """tokens [B, n], inputs [B, n, H] -> (draft logits [B, n, Vd], hidden [B, n, H]); appends to cache."""
         embedded = self.embed(tokens).to(inputs.dtype)
-        if self.residual:
+        if self.eagle3:
+            x = torch.cat([embedded, inputs], dim=-1)
+        elif self.residual:
             x = embedded + self.combine(self.hidden_norm(inputs))
         else:
             x = self.combine(torch.cat([self.embed_norm(embedded), self.hidden_norm(inputs)], dim=-1))
@@ -97,7 +132,7 @@ class EagleHead(torch.nn.Module):
         out = self.decoder(inputs_embeds=x, **cache_kwargs,
                            position_ids=position_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state
-        return self.lm_head(hidden), hidden
+        return self.lm_head(self.norm(hidden) if self.eagle3 else hidden), hidden
 
     def borrowed(self, key: str) -> bool:
         """A tensor that is not saved: the target's embedding (unless the head has its own) and the
@@ -127,6 +162,17 @@ def settings_for(target: torch.nn.Module, draft_vocab_size: int, feature_layers=
             "max_position_embeddings": getattr(config, "max_position_embeddings", 2048) or 2048,
             "rms_norm_eps": getattr(config, "rms_norm_eps", 1e-6), "rope_theta": 10000.0,
             "target_layers": config.num_hidden_layers}
+
+
+def eagle3_layers(num_layers: int) -> tuple[int, ...]:
+    """The target layers EAGLE-3 reads by default in vLLM and SGLang: the inputs of layers 2, L // 2, L − 3."""
+    return tuple(sorted({min(2, num_layers - 1), num_layers // 2, max(0, num_layers - 3)}))
+
+
+def eagle3_settings_for(target: torch.nn.Module, draft_vocab_size: int) -> dict:
+    """Settings of a head in EAGLE-3's own layout, reading the layers the serving engines tap by default."""
+    layers = eagle3_layers(_text_config(target).num_hidden_layers)
+    return {**settings_for(target, draft_vocab_size, layers), "input": "eagle3"}
 
 
 def load_head(folder, target: torch.nn.Module) -> EagleHead:

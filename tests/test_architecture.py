@@ -15,8 +15,8 @@ def test_import_contracts_are_kept(monkeypatch):
 
 
 def test_models_folder_holds_no_loose_files():
-    """models/ holds the registry, the model definitions the registry loads (the feature head), the
-    recipes, checkpoints, data and results; nothing else at its top."""
+    """models/ holds the registry, the model definitions the registry loads (the feature head), their
+    export to serving formats, the recipes, checkpoints, data and results; nothing else at its top."""
     top = sorted(p.name for p in (ROOT / "models").iterdir() if p.name != "__pycache__")
-    assert top == ["__init__.py", "checkpoints", "data", "feature_heads.py", "pretrained.py", "recipes", "results",
-                   "token_meta.py", "zoo.py"]
+    assert top == ["__init__.py", "checkpoints", "data", "export.py", "feature_heads.py", "pretrained.py", "recipes",
+                   "results", "token_meta.py", "zoo.py"]

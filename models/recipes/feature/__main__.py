@@ -25,7 +25,8 @@ import torch
 
 from modalities.text.loading import load_model, load_tokenizer
 from models import zoo
-from models.feature_heads import EagleHead, settings_from_draft, MedusaHead, medusa_settings_for, settings_for
+from models.feature_heads import (EagleHead, MedusaHead, eagle3_settings_for, medusa_settings_for, settings_for,
+                                  settings_from_draft)
 from models.recipes.feature import data as feature_data
 from models.recipes.feature import eagle, medusa
 from models.recipes.feature.training import draft_vocabulary
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heads", type=int, default=5, help="medusa: the number of heads K")
     ap.add_argument("--init-from", help="eagle: warm-start from this one-layer draft LM (folder or name, e.g. "
                     "text-draft): the head starts as that draft model and learns to read the target's features")
+    ap.add_argument("--layout", choices=["concat", "eagle3"], default="concat",
+                    help="eagle: the head's layout; eagle3 reads the layers vLLM and SGLang tap and exports to them")
     ap.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     ap.add_argument("--export", type=Path, help="write the trained head here")
     args = ap.parse_args(argv)
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_from:
             draft = load_model(zoo.resolve(args.init_from), "--init-from draft")
             settings = settings_from_draft(target, draft)
+        elif args.layout == "eagle3":
+            settings = eagle3_settings_for(target, args.draft_vocab)
         else:
             settings = settings_for(target, args.draft_vocab)
         head = EagleHead({**settings, "draft_vocab_size": min(args.draft_vocab, settings["vocab_size"])},

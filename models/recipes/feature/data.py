@@ -125,15 +125,22 @@ def target_pass(target, sequences: list[list[int]], feature_layers, batch_tokens
 def build(out: Path, target, tokenizer, source: str, num: int, new_tokens: int, feature_layers, seed: int,
           corpus_dir: Path, spec_bench: Path, prompt_tokens: int = 64, batch: int = 32, name: str = "data") -> dict:
     """The data file ``out/<name>.safetensors`` (built once; reused when present, if it holds the same
-    feature layers). The self-distilled sequences (``out/sequences.json``) are shared by every name."""
+    feature layers, or more of them: then the asked layers' columns are taken). The self-distilled
+    sequences (``out/sequences.json``) are shared by every name."""
     path = Path(out) / f"{name}.safetensors"
     if path.is_file():
         with safe_open(str(path), "pt") as f:
             stored = (f.metadata() or {}).get("feature_layers")
-        if stored is not None and json.loads(stored) != list(feature_layers):
-            raise ValueError(f"{path} holds the features of layers {json.loads(stored)}, not {list(feature_layers)}: "
+        stored = list(feature_layers) if stored is None else json.loads(stored)
+        if not set(feature_layers) <= set(stored):
+            raise ValueError(f"{path} holds the features of layers {stored}, not {list(feature_layers)}: "
                              f"use another --out folder")
-        return load_file(str(path))
+        data = load_file(str(path))
+        if stored != list(feature_layers):
+            width = data["features"].shape[1] // len(stored)
+            columns = torch.cat([torch.arange(width) + stored.index(layer) * width for layer in feature_layers])
+            data["features"] = data["features"][:, columns]
+        return data
     sequences_path = Path(out) / "sequences.json"
     if sequences_path.is_file():
         sequences = json.loads(sequences_path.read_text())

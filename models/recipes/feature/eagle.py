@@ -28,7 +28,7 @@ def warm_start(head: EagleHead, target: torch.nn.Module) -> None:
     layers = getattr(inner, "layers", None)
     sources = [] if layers is None else [(head.decoder.layers[0], layers[-1])]
     if layers is not None and hasattr(inner, "norm"):
-        sources.append((head.decoder.norm, inner.norm))
+        sources.append((head.norm if head.eagle3 else head.decoder.norm, inner.norm))
     for mine, theirs in sources:  # tensors of the same name and shape (architectures differ)
         own = mine.state_dict()
         mine.load_state_dict({k: v for k, v in theirs.state_dict().items() if k in own and own[k].shape == v.shape},
