@@ -164,14 +164,16 @@ def generate_batch(target, input_ids: torch.Tensor, attention_mask: torch.Tensor
     prompts = checks.check_batch(input_ids, attention_mask, vocab)
     checks.check_pad(pad_token_id, vocab)
     rows = len(prompts)
+    if batch_policy is not None and not isinstance(batch_policy, BatchPolicy):
+        raise ValueError(f"batch_policy must be a multispec.batch_policy.BatchPolicy, got {type(batch_policy).__name__}")
     batcher = Batcher(rows)
     batcher.target = RaggedLM(target, rows)
     shared: dict = {}
-    drafters = [None if drafter is None else _row_drafter(drafter, row, batcher, shared) for row in range(rows)]
-    if batch_policy is not None and drafter is not None:
-        if not isinstance(batch_policy, BatchPolicy):
-            raise ValueError(f"batch_policy must be a multispec.batch_policy.BatchPolicy, got {type(batch_policy).__name__}")
-        drafters = [Capped(d, batch_policy, batcher.live) for d in drafters]
+    drafters = [None] * rows
+    if drafter is not None and rows > 1:
+        drafters = [_row_drafter(drafter, row, batcher, shared) for row in range(rows)]
+        if batch_policy is not None:
+            drafters = [Capped(d, batch_policy, batcher.live) for d in drafters]
     seeds = torch.randint(2 ** 62, (rows,), generator=generator).tolist() if generator is not None else None
     outputs: list = [None] * rows
     errors: list = [None] * rows
@@ -192,11 +194,19 @@ def generate_batch(target, input_ids: torch.Tensor, attention_mask: torch.Tensor
         finally:
             batcher.leave()
 
-    threads = [threading.Thread(target=decode, args=(row,), daemon=True) for row in range(rows)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if rows == 1:  # one row: the ordinary loop on the model itself, no thread, no ragged cache
+        pieces, stats = [], DecodingStats()
+        single = drafter if batch_policy is None or drafter is None else Capped(drafter, batch_policy, lambda: 1)
+        for step in stream(target, prompts[0][None], drafter=single, generator=generator, **loop_kwargs):
+            pieces.append(step.tokens.clone())
+            stats = step.stats
+        outputs[0] = (torch.cat(pieces) if pieces else prompts[0][:0], stats)
+    else:
+        threads = [threading.Thread(target=decode, args=(row,), daemon=True) for row in range(rows)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     for error in errors:  # the row's own error first, not the "another row failed" it caused
         if error is not None and not isinstance(error, RuntimeError):
             raise error

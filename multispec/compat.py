@@ -59,8 +59,8 @@ def hf_greedy_config(model, max_new_tokens: int, **kwargs):
     exactly ``max_new_tokens`` (no eos stop), no sampling settings; the reference of the tests and benches."""
     config = copy.deepcopy(model.generation_config)
     # eos None would fall back to the model default; -1 is an id no model emits, so HF never stops early
-    config.update(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=-1, pad_token_id=0,
-                  temperature=None, top_k=None, top_p=None, **kwargs)
+    config.update(**{**dict(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=-1, pad_token_id=0,
+                            temperature=None, top_k=None, top_p=None), **kwargs})
     return config
 
 

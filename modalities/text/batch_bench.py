@@ -3,7 +3,8 @@
 The same prompts are decoded at every batch size (in groups of b, left-padded, one
 :func:`multispec.generate` call per group, greedy); at each batch size the methods run group by
 group with their order rotated. Reported: new tokens per second of wall time, the speedup over plain
-at the same batch size, τ and acceptance; methods suffixed ``+policy`` run with a measured
+at the same batch size, τ and acceptance; ``hf-plain`` is Hugging Face's batched greedy decoding
+(the reference for the cost of multispec's row threads); methods suffixed ``+policy`` run with a measured
 :class:`~multispec.batch_policy.BatchPolicy`, which caps the draft length at what pays at the live
 batch size. Every output is checked against plain at the same batch size.
 """
@@ -17,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 import multispec
+from multispec import compat
 from multispec.batch_policy import BatchPolicy
 from multispec.batching import left_pad
 from multispec.methods import DraftModelConfig, EagleConfig, PromptLookupConfig
@@ -24,7 +26,7 @@ from multispec.methods import DraftModelConfig, EagleConfig, PromptLookupConfig
 from .generation import encode_prompt, make_drafter
 
 CONFIGS = {"draft": DraftModelConfig(), "lookup": PromptLookupConfig(), "eagle": EagleConfig()}
-METHODS = ("plain", "draft", "draft+policy", "lookup", "lookup+policy", "eagle", "eagle+policy")
+METHODS = ("plain", "hf-plain", "draft", "draft+policy", "lookup", "lookup+policy", "eagle", "eagle+policy")
 
 
 def _batches(encoded: list[torch.Tensor], size: int, pad: int):
@@ -36,7 +38,7 @@ def run_batch_bench(target, draft, tokenizer, prompts: list[str], batch_sizes=(1
                     max_new_tokens: int = 64, head=None, progress: bool = True) -> dict:
     methods = [m for m in methods if (draft is not None or not m.startswith("draft"))
                and (head is not None or not m.startswith("eagle"))]
-    base = {m.split("+")[0] for m in methods} - {"plain"}
+    base = {m.split("+")[0] for m in methods} - {"plain", "hf-plain"}
     drafters = {m: make_drafter(CONFIGS[m], target, draft, head) for m in base}
     policies = {}
     if any(m.endswith("+policy") for m in methods):
@@ -59,14 +61,23 @@ def run_batch_bench(target, draft, tokenizer, prompts: list[str], batch_sizes=(1
                 name = m.split("+")[0]
                 policy = policies.get(name) if m.endswith("+policy") else None
                 start = time.perf_counter()
-                out = multispec.generate(target, ids, attention_mask=mask, drafter=drafters.get(name),
-                                         max_new_tokens=max_new_tokens, pad_token_id=pad, batch_policy=policy)
+                if m == "hf-plain":  # Hugging Face's own batched greedy decoding, the reference
+                    with torch.inference_mode():
+                        sequences = target.generate(ids, attention_mask=mask, generation_config=compat.hf_greedy_config(
+                            target, max_new_tokens, pad_token_id=pad))
+                    stats = {"new_tokens": (sequences.shape[1] - ids.shape[1]) * ids.shape[0],
+                             "steps": (sequences.shape[1] - ids.shape[1]) * ids.shape[0], "drafted": 0, "accepted": 0}
+                else:
+                    out = multispec.generate(target, ids, attention_mask=mask, drafter=drafters.get(name),
+                                             max_new_tokens=max_new_tokens, pad_token_id=pad, batch_policy=policy)
+                    sequences, stats = out.sequences, {k: getattr(out.stats, k) for k in ("new_tokens", "steps",
+                                                                                         "drafted", "accepted")}
                 seconds = time.perf_counter() - start
-                outputs[m] = out.sequences
+                outputs[m] = sequences
                 t = totals[m]
                 t["seconds"] += seconds
                 for key in ("new_tokens", "steps", "drafted", "accepted"):
-                    t[key] += getattr(out.stats, key)
+                    t[key] += stats[key]
             for m in methods:
                 totals[m]["identical"] += int(torch.equal(outputs[m], outputs["plain"]))
                 totals[m]["groups"] += 1
