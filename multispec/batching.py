@@ -25,26 +25,34 @@ from .stats import DecodingStats
 
 
 class Batcher:
-    """Merges the rows' forwards: runs one model's waiting requests once every live row waits."""
+    """Merges the rows' forwards: once every live row waits on a model, :meth:`serve` (the calling
+    thread, the only one that runs forwards, so one OpenMP team does all the heavy work) runs one
+    model's waiting requests as a batch and wakes those rows alone."""
 
     def __init__(self, rows: int):
-        self._lock = threading.Condition()
+        self._lock = threading.Condition()  # the serving thread waits on it; each row on its own event
         self.rows = self._live = rows
-        self._waiting: dict[tuple[int, int], tuple[RaggedLM, Request]] = {}  # (model id, row) -> request
+        self._waiting: dict[tuple[int, int], tuple[RaggedLM, Request, threading.Event]] = {}  # (model id, row)
         self._done: dict[tuple[int, int], tuple] = {}
         self._error: BaseException | None = None
         self.target: RaggedLM | None = None  # runs last: the rows wait for each other there
 
     def call(self, lm: RaggedLM, row: int, request: Request):
-        key = (id(lm), row)
+        key, ready = (id(lm), row), threading.Event()
         with self._lock:
-            self._waiting[key] = (lm, request)
-            self._run_ready()
-            while key not in self._done and self._error is None:
-                self._lock.wait()
             if self._error is not None:
                 raise RuntimeError("another row's batched forward failed") from self._error
-            return self._done.pop(key)
+            self._waiting[key] = (lm, request, ready)
+            if len(self._waiting) >= self._live:
+                self._lock.notify()
+        ready.wait()
+        if self._error is not None:
+            raise RuntimeError("another row's batched forward failed") from self._error
+        return self._done.pop(key)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
 
     def live(self) -> int:
         """Rows still decoding."""
@@ -54,24 +62,36 @@ class Batcher:
         """A row finished (or failed): the others no longer wait for it."""
         with self._lock:
             self._live -= 1
-            self._run_ready()
+            self._lock.notify()
 
-    def _run_ready(self) -> None:
-        while self._error is None and self._waiting and len(self._waiting) >= self._live:
-            groups: dict[int, list] = {}
-            for (model_id, row), (lm, request) in self._waiting.items():
-                groups.setdefault(model_id, []).append((row, lm, request))
+    def serve(self) -> None:
+        """Run batches until every row has left (call from the thread that started the rows)."""
+        while True:
+            with self._lock:
+                while self._live and len(self._waiting) < self._live:
+                    self._lock.wait()
+                if not self._live:
+                    return
+                groups: dict[int, list] = {}
+                for (model_id, row), (lm, request, ready) in self._waiting.items():
+                    groups.setdefault(model_id, []).append((row, lm, request, ready))
             group = min(groups.values(), key=lambda g: (g[0][1] is self.target, -len(g)))
             lm = group[0][1]
-            try:
-                results = lm.run({row: request for row, _, request in group})
-            except BaseException as error:  # every waiting row fails with it
-                self._error = error
-            else:
-                for row, _, _ in group:
+            try:  # every live row waits, so nothing else touches the caches
+                results = lm.run({row: request for row, _, request, _ in group})
+            except BaseException as error:  # every waiting row fails with it; later calls too
+                with self._lock:
+                    self._error = error
+                    for _, _, ready in self._waiting.values():
+                        ready.set()
+                    self._waiting.clear()
+                    self._live = 0
+                return
+            with self._lock:
+                for row, _, _, ready in group:
                     del self._waiting[(id(lm), row)]
                     self._done[(id(lm), row)] = results[row]
-            self._lock.notify_all()
+                    ready.set()
 
 
 class RowLM:
@@ -205,8 +225,11 @@ def generate_batch(target, input_ids: torch.Tensor, attention_mask: torch.Tensor
         threads = [threading.Thread(target=decode, args=(row,), daemon=True) for row in range(rows)]
         for thread in threads:
             thread.start()
+        batcher.serve()
         for thread in threads:
             thread.join()
+        if batcher.error is not None:  # a batched forward failed: its own error, not the rows' echoes
+            raise batcher.error
     for error in errors:  # the row's own error first, not the "another row failed" it caused
         if error is not None and not isinstance(error, RuntimeError):
             raise error

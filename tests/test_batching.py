@@ -225,3 +225,23 @@ def test_policy_keeps_rows_exact_and_turns_drafting_off():
                                  batch_policy=policy)
         assert torch.equal(out.sequences, plain)
         assert (out.stats.drafted > 0) == drafts
+
+
+def test_a_failing_forward_fails_every_row_with_its_error():
+    target = tiny_model("llama")
+    ids, mask = left_padded(prompts(3, seed=10))
+    calls = {"n": 0}
+    original = RaggedLM.run
+
+    def failing(self, requests):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("forward exploded")
+        return original(self, requests)
+
+    RaggedLM.run = failing
+    try:
+        with pytest.raises(RuntimeError, match="forward exploded"):
+            multispec.generate(target, ids, attention_mask=mask, drafter=DraftModel(target), max_new_tokens=8)
+    finally:
+        RaggedLM.run = original
