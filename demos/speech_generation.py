@@ -4,7 +4,8 @@ Plain AR decoding, exact speculative decoding with the bundled drafter (the same
 plain) and the best tolerant rule measured here (top-k per codebook level, k = 4 for the coarse
 codes and 16 for the residual ones) speak the same sentences with the same seed. Prints method ×
 (speedup over plain in this run, τ, acceptance, TV mass moved, pocketsphinx WER, log-mel distance
-to plain decoding) and writes WAVs (``wav/``), ``sweep.png`` and ``results.md``/``results.json``.
+to plain decoding) and writes WAVs (``wav/``), ``spectrograms.png`` (the first sentence, plain against
+each method, so a reader sees what the rule changed), ``sweep.png`` and ``results.md``/``results.json``.
 The codec is a mel-spectrogram codec with a Griffin-Lim decoder. A few sentences say little about
 WER (the benchmark, `multispec bench speech`, uses 64 and five seeds); ``--all`` runs its methods.
 
@@ -33,7 +34,7 @@ def run(out: Path, num_sentences: int = 4, temperature: float | None = None, eve
           f"({', '.join(spec.name for spec in methods)}), e.g. {sentences[0]!r}", flush=True)
     report = bench.run_report(models, sentences, out, temperature=temperature, methods=methods)
     print(bench.markdown_table(report["rows"]), flush=True)
-    return [out / "wav", out / "sweep.png", out / "results.md"]
+    return [out / "wav", out / "sweep.png", out / "spectrograms.png", out / "results.md"]
 
 
 def main() -> int:

@@ -31,6 +31,7 @@ class Batcher:
 
     def __init__(self, rows: int):
         self._lock = threading.Condition()  # the serving thread waits on it; each row on its own event
+        self._turn = threading.Lock()  # held by the one row doing its own work: no GIL thrash between rows
         self.rows = self._live = rows
         self._waiting: dict[tuple[int, int], tuple[RaggedLM, Request, threading.Event]] = {}  # (model id, row)
         self._done: dict[tuple[int, int], tuple] = {}
@@ -45,7 +46,9 @@ class Batcher:
             self._waiting[key] = (lm, request, ready)
             if len(self._waiting) >= self._live:
                 self._lock.notify()
+        self._turn.release()
         ready.wait()
+        self._turn.acquire()
         if self._error is not None:
             raise RuntimeError("another row's batched forward failed") from self._error
         return self._done.pop(key)
@@ -58,12 +61,18 @@ class Batcher:
         """Rows still decoding."""
         return self._live
 
+    def enter(self) -> None:
+        """A row starts its own work (it holds the turn until it waits on a forward or leaves)."""
+        self._turn.acquire()
+
     def leave(self) -> None:
         """A row finished (or failed): the others no longer wait for it."""
         with self._lock:
             self._live -= 1
             self._lock.notify()
+        self._turn.release()
 
+    @torch.inference_mode()
     def serve(self) -> None:
         """Run batches until every row has left (call from the thread that started the rows)."""
         while True:
@@ -199,6 +208,7 @@ def generate_batch(target, input_ids: torch.Tensor, attention_mask: torch.Tensor
     errors: list = [None] * rows
 
     def decode(row: int) -> None:
+        batcher.enter()
         try:
             row_generator = None
             if seeds is not None:

@@ -164,7 +164,7 @@ def test_bench_report_has_every_method_and_writes_files(tmp_path):
     rows = report["rows"]
     assert [r["method"] for r in rows] == [m.name for m in bench.QUICK_METHODS]
     assert rows[1]["identical_to_plain"] == 2 and rows[1]["log_mel_l1_vs_plain"] == 0.0  # exact = plain
-    for name in ("results.json", "results.md", "sweep.png"):
+    for name in ("results.json", "results.md", "sweep.png", "spectrograms.png"):
         assert (tmp_path / name).is_file()
     assert any((tmp_path / "wav").glob("*.wav"))
 

@@ -130,8 +130,9 @@ def log_mel_distance(log_mel: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def score(models: SpeechModels, results: list[MethodTally], sentences: list[str], wer: bool = True,
-          audio_dir: Path | None = None) -> list[dict]:
-    """One row per method; ``results[0]`` is plain decoding, the reference for the distances."""
+          audio_dir: Path | None = None, spectrograms: dict | None = None) -> list[dict]:
+    """One row per method; ``results[0]`` is plain decoding, the reference for the distances.
+    ``spectrograms`` (when given) receives each method's log-mel of the first sentence."""
     from .wer import corpus_wer, transcribe
 
     plain, plain_log_mels = results[0].outputs, None
@@ -149,6 +150,8 @@ def score(models: SpeechModels, results: list[MethodTally], sentences: list[str]
             log_mels.append(log_mel_frames(models, sample.frames, wave))
         if plain_log_mels is None:  # the first tally is plain
             plain_log_mels = log_mels
+        if spectrograms is not None and log_mels:
+            spectrograms[tally.spec.name] = log_mels[0]
         outputs = tally.outputs
         distances = [log_mel_distance(a, b) for a, b in zip(log_mels, plain_log_mels)]
         lengths = sum(a.frames.shape[0] for a in outputs) / max(1, sum(b.frames.shape[0] for b in plain))
@@ -177,16 +180,39 @@ def save_sweep_plot(rows: list[dict], path: Path) -> None:
                            "speech decoding: speed against quality (pocketsphinx WER, codec log-mel)")
 
 
+def save_spectrograms(spectrograms: dict, sentence: str, path: Path) -> None:
+    """The first sentence's log-mel spectrogram per method, stacked (plain on top), as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(spectrograms), 1, figsize=(9, 2.1 * len(spectrograms)), squeeze=False)
+    low = min(float(m.min()) for m in spectrograms.values())
+    high = max(float(m.max()) for m in spectrograms.values())
+    for ax, (name, log_mel) in zip(axes[:, 0], spectrograms.items()):
+        image = log_mel if log_mel.shape[0] < log_mel.shape[1] else log_mel.T  # [mels, frames]
+        ax.imshow(image.numpy(), origin="lower", aspect="auto", vmin=low, vmax=high, cmap="magma")
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.set_ylabel("mel band")
+    axes[-1, 0].set_xlabel("frame")
+    fig.suptitle(f"log-mel spectrograms: {sentence!r}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def run_report(models: SpeechModels, sentences: list[str], out: Path, *, temperature: float | None = None,
                top_k: int | None = None, seed: int = 0, quick: bool = False, wer: bool = True,
                methods=None, max_seconds: float = 6.0) -> dict:
-    """Run, score and write results.json / results.md / sweep.png / example WAVs under ``out``."""
+    """Run, score and write results.json / results.md / sweep.png / spectrograms.png (the first
+    sentence per method) / example WAVs under ``out``."""
     started = time.time()
     methods = methods or (QUICK_METHODS if quick else DEFAULT_METHODS)
     temperature = models.default_temperature if temperature is None else temperature
     results = run(models, sentences, methods, temperature=temperature, top_k=top_k, seed=seed,
                   max_seconds=max_seconds)
-    rows = score(models, results, sentences, wer=wer, audio_dir=out / "wav")
+    spectrograms: dict = {}
+    rows = score(models, results, sentences, wer=wer, audio_dir=out / "wav", spectrograms=spectrograms)
     settings = {"sentences": len(sentences), "temperature": temperature, "top_k": top_k, "seed": seed,
                 "max_seconds": max_seconds, "codec": type(models.codec).__name__, "log_mel_of": log_mel_of(models),
                 "threads": torch.get_num_threads(), "wall_s": round(time.time() - started, 1),
@@ -195,4 +221,5 @@ def run_report(models: SpeechModels, sentences: list[str], out: Path, *, tempera
     (out / "results.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")
     (out / "results.md").write_text(markdown_table(rows))
     save_sweep_plot(rows, out / "sweep.png")
+    save_spectrograms(spectrograms, sentences[0], out / "spectrograms.png")
     return {"settings": settings, "rows": rows}
