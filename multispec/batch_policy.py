@@ -2,8 +2,9 @@
 
 A batched forward of n tokens costs ``cost(n)`` seconds (measured on the machine at hand and
 interpolated). At batch b with every row drafting γ tokens accepted at rate α, a step yields
-b · E(α, γ) tokens, E = (1 − α^(γ+1)) / (1 − α), for ``cost(b · (γ + 1)) + γ · draft_cost(b)``
-seconds; plain decoding yields b tokens for ``cost(b)``. :class:`BatchPolicy` picks the γ with the
+b · E(α, γ) tokens, E = (1 − α^(γ+1)) / (1 − α), for ``cost(b · (γ + 1)) + γ · draft_cost(b) +
+γ · b · d`` seconds (draft_cost: a draft model's batched step; d: what each row's own drafting costs
+per token, e.g. a feature head run row by row, or n-gram lookup); plain decoding yields b tokens for ``cost(b)``. :class:`BatchPolicy` picks the γ with the
 best tokens per second (0: speculation off) from the live batch size and the acceptance measured so
 far, and caps every row's draft at it. Once the forward is compute-bound (large b), the extra tokens
 cost what they save and the cap drops to 0, as vLLM's measurements show speculation turning slower
@@ -38,17 +39,21 @@ class BatchPolicy:
     """Caps the draft length of every row of a batch (see the module docstring).
 
     ``forward_seconds``: {tokens in one forward: seconds} of the target; ``draft_seconds``: the same
-    for one drafting step of the draft model ({} for a model-free drafter); ``prior_acceptance``: α
-    before any draft was judged; ``max_draft_tokens``: the largest cap considered.
+    for one batched drafting step of a draft model ({} for drafters without one); ``row_draft_seconds``:
+    seconds per drafted token each row spends drafting on its own; ``prior_acceptance``: α before
+    any draft was judged; ``max_draft_tokens``: the largest cap considered.
     """
 
     def __init__(self, forward_seconds: dict[int, float], draft_seconds: dict[int, float] | None = None,
-                 prior_acceptance: float = 0.6, max_draft_tokens: int = 16):
+                 prior_acceptance: float = 0.6, max_draft_tokens: int = 16, row_draft_seconds: float = 0.0):
         if not forward_seconds or any(k < 1 or v <= 0 for k, v in forward_seconds.items()):
             raise ValueError(f"forward_seconds must map token counts >= 1 to seconds > 0, got {forward_seconds}")
         if not 0.0 <= prior_acceptance < 1.0:
             raise ValueError(f"prior_acceptance must be in [0, 1), got {prior_acceptance}")
+        if row_draft_seconds < 0:
+            raise ValueError(f"row_draft_seconds must be >= 0, got {row_draft_seconds}")
         self.forward_seconds, self.draft_seconds = dict(forward_seconds), dict(draft_seconds or {})
+        self.row_draft_seconds = float(row_draft_seconds)
         self.prior_acceptance, self.max_draft_tokens = prior_acceptance, max_draft_tokens
         self.drafted = self.accepted = 0
         self._lock = threading.Lock()
@@ -76,6 +81,7 @@ class BatchPolicy:
         seconds = _interpolate(self.forward_seconds, rows * (gamma + 1))
         if gamma and self.draft_seconds:
             seconds += gamma * _interpolate(self.draft_seconds, rows)
+        seconds += gamma * rows * self.row_draft_seconds
         return rows * expected / seconds
 
     def cap(self, rows: int) -> int:

@@ -245,3 +245,11 @@ def test_a_failing_forward_fails_every_row_with_its_error():
             multispec.generate(target, ids, attention_mask=mask, drafter=DraftModel(target), max_new_tokens=8)
     finally:
         RaggedLM.run = original
+
+
+def test_policy_counts_row_by_row_drafting():
+    from multispec.batch_policy import BatchPolicy
+    free = BatchPolicy({1: 1.0, 64: 1.0, 128: 2.0}, prior_acceptance=0.6)
+    costly = BatchPolicy({1: 1.0, 64: 1.0, 128: 2.0}, prior_acceptance=0.6, row_draft_seconds=0.05)
+    assert free.cap(16) > 0 and costly.cap(16) == 0  # 16 rows drafting on their own cost more than they save
+    assert costly.cap(1) > 0

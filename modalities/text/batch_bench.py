@@ -21,12 +21,15 @@ import multispec
 from multispec import compat
 from multispec.batch_policy import BatchPolicy
 from multispec.batching import left_pad
-from multispec.methods import DraftModelConfig, EagleConfig, PromptLookupConfig
+from multispec.methods import DraftModelConfig, EagleConfig, LayerSkipConfig, PromptLookupConfig
 
 from .generation import encode_prompt, make_drafter
 
-CONFIGS = {"draft": DraftModelConfig(), "lookup": PromptLookupConfig(), "eagle": EagleConfig()}
-METHODS = ("plain", "hf-plain", "draft", "draft+policy", "lookup", "lookup+policy", "eagle", "eagle+policy")
+CONFIGS = {"draft": DraftModelConfig(), "layerskip": LayerSkipConfig(), "lookup": PromptLookupConfig(),
+           "eagle": EagleConfig()}
+METHODS = ("plain", "hf-plain", "draft", "draft+policy", "layerskip", "layerskip+policy", "lookup", "lookup+policy",
+           "eagle", "eagle+policy")
+DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("layerskip"))  # a draft model where there is one
 
 
 def _batches(encoded: list[torch.Tensor], size: int, pad: int):
@@ -43,8 +46,16 @@ def run_batch_bench(target, draft, tokenizer, prompts: list[str], batch_sizes=(1
     policies = {}
     if any(m.endswith("+policy") for m in methods):
         forward = BatchPolicy.measure(target).forward_seconds
+        probe = encode_prompt(prompts[0], tokenizer)
         for m in base:
-            policies[m] = BatchPolicy(forward, BatchPolicy.measure(draft).forward_seconds if m == "draft" else None)
+            model = {"draft": draft, "layerskip": getattr(drafters.get("layerskip"), "lm", None)}.get(m)
+            model = getattr(model, "model", model)  # layer skip drafts through a CachedLM over the kept layers
+            row_seconds = 0.0
+            if model is None:  # drafted row by row: its measured drafting time per drafted token, one sequence
+                stats = multispec.generate(target, probe, drafter=drafters[m], max_new_tokens=32).stats
+                row_seconds = stats.draft_s / max(1, stats.drafted)
+            policies[m] = BatchPolicy(forward, BatchPolicy.measure(model).forward_seconds if model is not None else None,
+                                      row_draft_seconds=row_seconds)
     encoded = [encode_prompt(p, tokenizer) for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     warm_ids, warm_mask = next(_batches(encoded[:2], 2, pad))
@@ -94,6 +105,7 @@ def run_batch_bench(target, draft, tokenizer, prompts: list[str], batch_sizes=(1
     return {"max_new_tokens": max_new_tokens, "prompts": len(prompts), "batch_sizes": list(batch_sizes),
             "threads": torch.get_num_threads(), "dtype": str(target.dtype),
             "policy_forward_seconds": next(iter(policies.values())).forward_seconds if policies else None,
+            "policy_row_draft_seconds": {m: p.row_draft_seconds for m, p in policies.items()},
             "rows": rows}
 
 

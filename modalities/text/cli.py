@@ -201,7 +201,7 @@ def register_bench(subparsers) -> None:
     batch.add_argument("--prompts", help=".jsonl or .txt prompts (default as for bench text)")
     batch.add_argument("--num-prompts", type=int, default=16, help="how many prompts (default 16)")
     batch.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    batch.add_argument("--methods", nargs="+", choices=batch_bench.METHODS, default=list(batch_bench.METHODS))
+    batch.add_argument("--methods", nargs="+", choices=batch_bench.METHODS, default=list(batch_bench.DEFAULT_METHODS))
     batch.add_argument("--out", default="runs/bench-batch", help="folder for bench_batch.{json,md} and throughput.png")
     batch.set_defaults(run=run_batch_bench)
 
