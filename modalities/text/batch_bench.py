@@ -48,8 +48,8 @@ def run_batch_bench(target, draft, tokenizer, prompts: list[str], batch_sizes=(1
         forward = BatchPolicy.measure(target).forward_seconds
         probe = encode_prompt(prompts[0], tokenizer)
         for m in base:
-            model = {"draft": draft, "layerskip": getattr(drafters.get("layerskip"), "lm", None)}.get(m)
-            model = getattr(model, "model", model)  # layer skip drafts through a CachedLM over the kept layers
+            skip = drafters.get("layerskip")  # drafts through a CachedLM over the target's kept layers
+            model = {"draft": draft, "layerskip": None if skip is None else skip.lm.model}.get(m)
             row_seconds = 0.0
             if model is None:  # drafted row by row: its measured drafting time per drafted token, one sequence
                 stats = multispec.generate(target, probe, drafter=drafters[m], max_new_tokens=32).stats
