@@ -19,6 +19,16 @@ import time
 from pathlib import Path
 
 
+def select_prompts(path, tokenizer, num: int) -> list[str]:
+    """``num`` prompts spread over the file ({turns} or {prompt} per line), in the chat template when
+    the tokenizer has one (the same selection on both sides of a comparison)."""
+    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    texts = [r["prompt"] if "prompt" in r else r["turns"][0] for r in records]
+    texts = texts[:: max(1, len(texts) // num)][:num]
+    return [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
+                                          tokenize=False) if tokenizer.chat_template else t for t in texts]
+
+
 def _counter(metrics, name: str):
     for metric in metrics:
         if metric.name == name:
@@ -36,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num-prompts", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--max-model-len", type=int, default=1024)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -43,11 +54,7 @@ def main(argv=None) -> int:
     from vllm import LLM, SamplingParams
 
     tokenizer = AutoTokenizer.from_pretrained(args.target)
-    records = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    texts = [r["prompt"] if "prompt" in r else r["turns"][0] for r in records]
-    texts = texts[:: max(1, len(texts) // args.num_prompts)][: args.num_prompts]
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
-                                             tokenize=False) if tokenizer.chat_template else t for t in texts]
+    prompts = select_prompts(args.prompts, tokenizer, args.num_prompts)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
     report = {"target": args.target, "draft": args.draft, "method": args.method, "prompts": len(prompts),
               "max_tokens": args.max_tokens, "dtype": args.dtype, "k": args.num_speculative_tokens}
@@ -55,7 +62,7 @@ def main(argv=None) -> int:
     for mode in ("plain", "speculative"):
         spec = None if mode == "plain" else {"method": args.method, "model": args.draft,
                                              "num_speculative_tokens": args.num_speculative_tokens}
-        llm = LLM(model=args.target, dtype=args.dtype, max_model_len=2048, speculative_config=spec,
+        llm = LLM(model=args.target, dtype=args.dtype, max_model_len=args.max_model_len, speculative_config=spec,
                   disable_log_stats=False, seed=0)
         llm.generate(prompts[:1], SamplingParams(temperature=0.0, max_tokens=4))  # warm-up
         start = time.perf_counter()
