@@ -38,11 +38,11 @@ ENTRIES = {  # name -> kind (the folder under checkpoints/ has the entry's name)
     "speech-target": "token-lm",
     "speech-draft": "token-lm",
     "text-target-eagle": "eagle-head",
-    "smollm2-135m-instruct-eagle": "eagle-head",
+    "smollm2-135m-instruct-eagle3": "eagle-head",
 }
 FEATURE_HEADS = {  # target name -> its bundled feature head (the eagle drafter's default)
     "text-target": "text-target-eagle",
-    "smollm2-135m-instruct": "smollm2-135m-instruct-eagle",
+    "smollm2-135m-instruct": "smollm2-135m-instruct-eagle3",
 }
 LOADERS = {"vq": "modalities.image.ImageTokenizer.from_pretrained",
            "codec": "modalities.speech.MelRVQCodec.from_pretrained",
