@@ -1,5 +1,5 @@
 """multispec's own figures for the comparison with :mod:`models.recipes.serving.vllm_check`: the same
-target, the same prompts, an EAGLE head drafting a fixed chain of k tokens, greedy, eos ignored;
+target, the same prompts, an EAGLE head (or Medusa heads) drafting a fixed chain of k tokens, greedy, eos ignored;
 reports drafts, drafted and accepted tokens, acceptance per position, whether every output equals
 Hugging Face greedy, and the speedup over multispec's plain decoding.
 
@@ -20,6 +20,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", required=True)
     ap.add_argument("--head", required=True)
+    ap.add_argument("--method", choices=["eagle3", "medusa"], default="eagle3")
     ap.add_argument("--prompts", required=True)
     ap.add_argument("--num-prompts", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
@@ -31,15 +32,19 @@ def main(argv=None) -> int:
     import multispec
     from modalities.text.loading import load_model, load_tokenizer
     from models import zoo
-    from models.feature_heads import load_head
+    from models.feature_heads import load_head, load_medusa
     from models.recipes.serving.vllm_check import select_prompts
-    from multispec.feature_drafters import Eagle
+    from multispec.feature_drafters import Eagle, Medusa
 
     folder = zoo.resolve(args.target)
     target, tokenizer = load_model(folder, "target"), load_tokenizer(folder)
-    head = load_head(zoo.resolve(args.head), target)
     k = args.num_speculative_tokens
-    drafter = Eagle(head, num_draft_tokens=k, adaptive=False, max_draft_tokens=k)
+    if args.method == "medusa":
+        drafter = Medusa(load_medusa(zoo.resolve(args.head), target), num_draft_tokens=k, adaptive=False,
+                         max_draft_tokens=k)
+    else:
+        drafter = Eagle(load_head(zoo.resolve(args.head), target), num_draft_tokens=k, adaptive=False,
+                        max_draft_tokens=k)
     prompts = [tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids
                for p in select_prompts(args.prompts, tokenizer, args.num_prompts)]
     totals = {"plain_s": 0.0, "eagle_s": 0.0, "steps": 0, "drafted": 0, "accepted": 0, "new_tokens": 0,
@@ -61,7 +66,7 @@ def main(argv=None) -> int:
         for accepted in out.stats.accepted_per_step:
             for position in range(min(accepted, k)):
                 per_position[position] += 1
-    report = {"target": str(folder), "head": str(args.head), "prompts": len(prompts), "max_tokens": args.max_tokens,
+    report = {"target": str(folder), "head": str(args.head), "method": args.method, "prompts": len(prompts), "max_tokens": args.max_tokens,
               "k": k, **totals, "accepted_per_position": per_position,
               "acceptance_rate": totals["accepted"] / max(1, totals["drafted"]),
               "mean_acceptance_length": totals["new_tokens"] / max(1, totals["steps"]),
