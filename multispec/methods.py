@@ -101,6 +101,25 @@ class DraftTreeConfig:
 
 
 @dataclass(frozen=True)
+class CrossVocabConfig:
+    """A draft model with its own tokenizer (multispec.cross_vocab): ``shared`` drafts the tokens both
+    vocabularies share (q kept), ``text`` re-encodes the draft's text as target tokens."""
+
+    name: ClassVar[str] = "cross-vocab"
+    vocab_mode: str = "shared"
+    num_draft_tokens: int = 4
+    adaptive: bool = True
+    max_draft_tokens: int = 16
+
+    def __post_init__(self):
+        _require(self.vocab_mode in ("shared", "text"), f"vocab_mode must be shared or text, got {self.vocab_mode!r}")
+        _draft_length(self.num_draft_tokens, self.max_draft_tokens)
+
+    def label(self) -> str:
+        return f"cross-vocab {self.vocab_mode}"
+
+
+@dataclass(frozen=True)
 class PromptLookupConfig:
     """Copy the tokens that followed an earlier occurrence of the last n tokens (no model)."""
 
@@ -299,11 +318,11 @@ class MedusaConfig(_HeadConfig):
     max_draft_tokens: int = 5
 
 
-DrafterConfig = Union[DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig,
-                      EagleConfig, MedusaConfig]
+DrafterConfig = Union[DraftModelConfig, DraftTreeConfig, CrossVocabConfig, PromptLookupConfig, LayerSkipConfig,
+                      JacobiConfig, EagleConfig, MedusaConfig]
 AcceptanceConfig = Union[ExactConfig, TypicalConfig, TopKConfig, AdditiveConfig, NeighborhoodConfig, GroupConfig]
-DRAFTER_CONFIGS = {c.name: c for c in (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig,
-                                       JacobiConfig, EagleConfig, MedusaConfig)}
+DRAFTER_CONFIGS = {c.name: c for c in (DraftModelConfig, DraftTreeConfig, CrossVocabConfig, PromptLookupConfig,
+                                       LayerSkipConfig, JacobiConfig, EagleConfig, MedusaConfig)}
 ACCEPTANCE_CONFIGS = {c.name: c for c in (ExactConfig, TypicalConfig, TopKConfig, AdditiveConfig,
                                           NeighborhoodConfig, GroupConfig)}
 

@@ -159,3 +159,20 @@ def test_tokenizer_pair_greedy_equals_plain(mode):
         plain = multispec.generate(target, ids, max_new_tokens=16).sequences
         out = multispec.generate(target, ids, drafter=CrossVocabularyDraft(draft, bridge, mode=mode), max_new_tokens=16)
         assert torch.equal(out.sequences, plain)
+
+
+def test_text_command_drafts_across_vocabularies(tmp_path, capsys):
+    from modalities.cli import main
+    target_tok, draft_tok = tokenizer("metaspace", 60), tokenizer("bytelevel", 300)
+    target = tiny_model("llama", vocab=len(target_tok), seed=4)
+    draft = tiny_model("llama", layers=1, vocab=len(draft_tok), seed=5)
+    for folder, model, tok in ((tmp_path / "t", target, target_tok), (tmp_path / "d", draft, draft_tok)):
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+    outputs = []
+    for drafter in ("plain", "cross-vocab"):
+        args = ["text", "the cat sat", "--target", str(tmp_path / "t"), "--draft", str(tmp_path / "d"),
+                "--drafter", drafter, "--max-new-tokens", "12", "--no-compare-plain", "--no-chat"]
+        assert main(args + (["--vocab-mode", "text"] if drafter != "plain" else [])) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]

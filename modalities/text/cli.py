@@ -9,7 +9,7 @@ import time
 import torch
 
 from . import batch_bench, bench
-from multispec.methods import DraftModelConfig, DraftTreeConfig, EagleConfig, MedusaConfig
+from multispec.methods import CrossVocabConfig, DraftModelConfig, DraftTreeConfig, EagleConfig, MedusaConfig
 
 from ..method_args import add_method_arguments, method_from_args
 from .generation import ACCEPTANCES, DRAFTERS, stream_text
@@ -70,10 +70,22 @@ def run_text(args) -> int:
     method = method_from_args(args)
     need_draft = isinstance(method.drafter, (DraftModelConfig, DraftTreeConfig))
     target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None, args.device, _dtype(args))
+    bridge = None
+    if isinstance(method.drafter, CrossVocabConfig):  # a draft model with its own tokenizer
+        from multispec.lm import output_vocab_size
+
+        from .loading import load_model, load_tokenizer
+        from .vocabulary import TokenizerBridge
+        if draft_path is None:
+            raise ValueError("--drafter cross-vocab needs --draft PATH (a model with its own tokenizer)")
+        draft = load_model(draft_path, "draft", _dtype(args), args.device)
+        bridge = TokenizerBridge(tokenizer, load_tokenizer(draft_path, "draft tokenizer"), output_vocab_size(target),
+                                 output_vocab_size(draft))
     generator = torch.Generator(device=target.device).manual_seed(args.seed) if args.seed is not None else None
     head = load_feature_head(args, target) if isinstance(method.drafter, EagleConfig) else \
         load_medusa_heads(args, target) if isinstance(method.drafter, MedusaConfig) else None
-    stream = stream_text(args.prompt, target, tokenizer, method=method, draft=draft, head=head, max_new_tokens=args.max_new_tokens,
+    stream = stream_text(args.prompt, target, tokenizer, method=method, draft=draft, head=head, bridge=bridge,
+                         max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator,
                          chat=args.chat)
     sys.stdout.write(args.prompt)

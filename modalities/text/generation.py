@@ -12,19 +12,21 @@ from multispec.drafters import DraftModel, Jacobi, LayerSkip, PromptLookup
 from multispec import timing
 from multispec.lm import output_vocab_size
 from multispec.feature_drafters import Eagle, Medusa
-from multispec.methods import (DraftModelConfig, DraftTreeConfig, EagleConfig, ExactConfig, JacobiConfig,
-                               LayerSkipConfig, MedusaConfig, Method, PromptLookupConfig, TypicalConfig,
+from multispec.cross_vocab import CrossVocabularyDraft
+from multispec.methods import (CrossVocabConfig, DraftModelConfig, DraftTreeConfig, EagleConfig, ExactConfig,
+                               JacobiConfig, LayerSkipConfig, MedusaConfig, Method, PromptLookupConfig, TypicalConfig,
                                require_supported)
 from multispec.tree_drafters import DraftTree
 
-DRAFTERS = (DraftModelConfig, DraftTreeConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig, EagleConfig,
-            MedusaConfig)
+DRAFTERS = (DraftModelConfig, DraftTreeConfig, CrossVocabConfig, PromptLookupConfig, LayerSkipConfig, JacobiConfig,
+            EagleConfig, MedusaConfig)
 ACCEPTANCES = (ExactConfig, TypicalConfig)
 
 
-def make_drafter(config, target, draft=None, head=None):
+def make_drafter(config, target, draft=None, head=None, bridge=None):
     """The drafter a method config asks for (None: plain decoding); ``draft`` is the separate draft
-    model of :class:`DraftModelConfig`, ``head`` the trained head of :class:`EagleConfig`
+    model of :class:`DraftModelConfig` (and of :class:`CrossVocabConfig`, with ``bridge``, a
+    :class:`~modalities.text.vocabulary.TokenizerBridge`), ``head`` the trained head of :class:`EagleConfig`
     (``models.feature_heads.load_head``) or of :class:`MedusaConfig` (``load_medusa``); layer skip
     keeps a quarter of the target's layers by default."""
     if config is None:
@@ -37,6 +39,11 @@ def make_drafter(config, target, draft=None, head=None):
         if draft is None:
             raise ValueError(f"drafter {config.name!r} needs a draft model (--draft PATH)")
         return (DraftModel if isinstance(config, DraftModelConfig) else DraftTree)(draft, **settings)
+    if isinstance(config, CrossVocabConfig):
+        if draft is None or bridge is None:
+            raise ValueError("drafter 'cross-vocab' needs a draft model with its own tokenizer (--draft PATH)")
+        mode = settings.pop("vocab_mode")
+        return CrossVocabularyDraft(draft, bridge, mode=mode, **settings)
     if isinstance(config, EagleConfig):
         if head is None:
             raise ValueError("drafter 'eagle' needs a trained feature head (--eagle PATH or a registry name)")
@@ -103,7 +110,8 @@ class TextStream:
 
 
 def stream_text(prompt: str, target, tokenizer, drafter=None, *, method: Method | None = None, draft=None,
-                head=None, chat: bool | None = None, stop_at_eos: bool = True, **generate_kwargs) -> TextStream:
+                head=None, bridge=None, chat: bool | None = None, stop_at_eos: bool = True,
+                **generate_kwargs) -> TextStream:
     """Stream the continuation of ``prompt``; keyword arguments go to :func:`multispec.stream`.
 
     Either pass a ``drafter`` object (any :class:`multispec.Drafter`) or a ``method`` config (its
@@ -114,7 +122,7 @@ def stream_text(prompt: str, target, tokenizer, drafter=None, *, method: Method 
     if method is not None:
         if drafter is not None or "acceptance" in generate_kwargs:
             raise ValueError("pass a method, or a drafter and acceptance, not both")
-        drafter = make_drafter(method.drafter, target, draft, head)
+        drafter = make_drafter(method.drafter, target, draft, head, bridge)
         generate_kwargs["acceptance"] = make_acceptance(method.acceptance)
     input_ids = encode_prompt(prompt, tokenizer, chat).to(next(target.parameters()).device)
     if stop_at_eos and tokenizer.eos_token_id is not None:
