@@ -253,3 +253,24 @@ def test_policy_counts_row_by_row_drafting():
     costly = BatchPolicy({1: 1.0, 64: 1.0, 128: 2.0}, prior_acceptance=0.6, row_draft_seconds=0.05)
     assert free.cap(16) > 0 and costly.cap(16) == 0  # 16 rows drafting on their own cost more than they save
     assert costly.cap(1) > 0
+
+
+@pytest.mark.parametrize("rule", ["exact", "typical", "topk"])
+def test_sampled_rows_equal_each_row_sampled_alone(rule):
+    """Row r of a batch samples with a generator seeded from the batch's generator (its r-th draw):
+    with that generator, the row decoded alone gives the same tokens, under exact and relaxed rules."""
+    from multispec.acceptance import TopKTolerance, TypicalAcceptance
+    make_rule = {"exact": lambda: None, "typical": lambda: TypicalAcceptance(),
+                 "topk": lambda: TopKTolerance(k=4)}[rule]
+    target = tiny_model("llama")
+    rows = prompts(4, seed=12)
+    ids, mask = left_padded(rows)
+    out = multispec.generate(target, ids, attention_mask=mask, drafter=DraftModel(tiny_model("llama", layers=1, seed=3)),
+                             acceptance=make_rule(), max_new_tokens=12, temperature=0.9,
+                             generator=torch.Generator().manual_seed(7))
+    seeds = torch.randint(2 ** 62, (len(rows),), generator=torch.Generator().manual_seed(7)).tolist()
+    for r, row in enumerate(rows):
+        alone = multispec.generate(target, row, drafter=DraftModel(tiny_model("llama", layers=1, seed=3)),
+                                   acceptance=make_rule(), max_new_tokens=12, temperature=0.9,
+                                   generator=torch.Generator().manual_seed(seeds[r])).sequences[0]
+        assert out.sequences[r, ids.shape[1]:].tolist() == alone[row.shape[1]:].tolist(), f"row {r}"
