@@ -19,6 +19,7 @@ import threading
 import torch
 
 from . import timing
+from .drafters import _empty
 
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -106,8 +107,6 @@ class Capped:
         self.drafter.reset()
 
     def propose(self, tokens, max_tokens, sampling, generator):
-        from .drafters import _empty
-
         cap = self.policy.cap(self.live_rows())
         if cap == 0:
             self.skipped += 1

@@ -19,7 +19,7 @@ import torch
 
 from . import checks
 from .batch_policy import BatchPolicy, Capped
-from .lm import CachedLM
+from .lm import CachedLM, output_vocab_size
 from .ragged import RaggedLM, Request
 from .stats import DecodingStats
 
@@ -183,55 +183,44 @@ def generate_batch(target, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """:func:`multispec.generate` for a batch; see its docstring. Returns (sequences [B, T + new]:
     each input row as given, then its new tokens, then ``pad_token_id``; per-row stats).
     ``batch_policy`` caps every row's draft length at what pays at the live batch size."""
-    from .decoding import stream
+    from .decoding import collect, stream
 
     if not isinstance(target, torch.nn.Module):
         raise ValueError(f"batch > 1 needs a transformers causal LM as target (its rows share one batched "
                          f"cache); got {type(target).__name__}: decode its rows one at a time")
     checks.check_generator(generator)
-    vocab = CachedLM(target).vocab_size
-    prompts = checks.check_batch(input_ids, attention_mask, vocab)
-    checks.check_pad(pad_token_id, vocab)
+    prompts = checks.check_batch(input_ids, attention_mask, output_vocab_size(target))
+    checks.check_pad(pad_token_id)
     rows = len(prompts)
     if batch_policy is not None and not isinstance(batch_policy, BatchPolicy):
         raise ValueError(f"batch_policy must be a multispec.batch_policy.BatchPolicy, got {type(batch_policy).__name__}")
-    batcher = Batcher(rows)
-    batcher.target = RaggedLM(target, rows)
-    shared: dict = {}
-    drafters = [None] * rows
-    if drafter is not None and rows > 1:
-        drafters = [_row_drafter(drafter, row, batcher, shared) for row in range(rows)]
-        if batch_policy is not None:
-            drafters = [Capped(d, batch_policy, batcher.live) for d in drafters]
-    seeds = torch.randint(2 ** 62, (rows,), generator=generator).tolist() if generator is not None else None
     outputs: list = [None] * rows
     errors: list = [None] * rows
-
-    def decode(row: int) -> None:
-        batcher.enter()
-        try:
-            row_generator = None
-            if seeds is not None:
-                row_generator = torch.Generator(generator.device).manual_seed(seeds[row])
-            pieces, stats = [], DecodingStats()
-            for step in stream(RowLM(batcher.target, row, batcher), prompts[row][None], drafter=drafters[row],
-                               generator=row_generator, **loop_kwargs):
-                pieces.append(step.tokens.clone())
-                stats = step.stats
-            outputs[row] = (torch.cat(pieces) if pieces else prompts[row][:0], stats)
-        except BaseException as error:
-            errors[row] = error
-        finally:
-            batcher.leave()
-
     if rows == 1:  # one row: the ordinary loop on the model itself, no thread, no ragged cache
-        pieces, stats = [], DecodingStats()
         single = drafter if batch_policy is None or drafter is None else Capped(drafter, batch_policy, lambda: 1)
-        for step in stream(target, prompts[0][None], drafter=single, generator=generator, **loop_kwargs):
-            pieces.append(step.tokens.clone())
-            stats = step.stats
-        outputs[0] = (torch.cat(pieces) if pieces else prompts[0][:0], stats)
+        outputs[0] = collect(stream(target, prompts[0][None], drafter=single, generator=generator, **loop_kwargs))
     else:
+        batcher = Batcher(rows)
+        batcher.target = RaggedLM(target, rows)
+        shared: dict = {}
+        drafters = [None] * rows
+        if drafter is not None:
+            drafters = [_row_drafter(drafter, row, batcher, shared) for row in range(rows)]
+            if batch_policy is not None:
+                drafters = [Capped(d, batch_policy, batcher.live) for d in drafters]
+        seeds = torch.randint(2 ** 62, (rows,), generator=generator).tolist() if generator is not None else None
+
+        def decode(row: int) -> None:
+            batcher.enter()
+            try:
+                row_generator = None if seeds is None else torch.Generator(generator.device).manual_seed(seeds[row])
+                outputs[row] = collect(stream(RowLM(batcher.target, row, batcher), prompts[row][None],
+                                              drafter=drafters[row], generator=row_generator, **loop_kwargs))
+            except BaseException as error:
+                errors[row] = error
+            finally:
+                batcher.leave()
+
         threads = [threading.Thread(target=decode, args=(row,), daemon=True) for row in range(rows)]
         for thread in threads:
             thread.start()

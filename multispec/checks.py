@@ -53,7 +53,7 @@ def check_batch(input_ids, attention_mask, vocab_size: int) -> list[torch.Tensor
     return prompts
 
 
-def check_pad(pad_token_id, vocab_size: int) -> None:
+def check_pad(pad_token_id) -> None:
     if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, Integral) or pad_token_id < 0:
         raise ValueError(f"pad_token_id must be a token id >= 0, got {pad_token_id!r}")
 

@@ -276,9 +276,15 @@ def generate(target, input_ids: torch.Tensor, *, drafter=None, acceptance: Accep
                    temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
                    generator=generator)
     prompt = input_ids[0].long()
-    pieces, stats = [], None
+    new, stats = collect(steps)
+    sequences = torch.cat([prompt.to(new.device), new])[None]
+    return GenerationResult(sequences, stats)
+
+
+def collect(steps: Iterator[Step]) -> tuple[torch.Tensor, DecodingStats]:
+    """Run a :func:`stream` to its end -> (every new token [n], the final stats)."""
+    pieces, stats = [], DecodingStats()
     for step in steps:
         pieces.append(step.tokens.clone())
         stats = step.stats
-    sequences = torch.cat([prompt.to(pieces[0].device), *pieces])[None]
-    return GenerationResult(sequences, stats)
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long), stats

@@ -85,6 +85,14 @@ def as_verifier(model, role: str = "target") -> "Verifier":
     return model
 
 
+def feature_layers_for(model: torch.nn.Module, layers) -> tuple[int, ...] | None:
+    """``layers`` checked as hidden-state indices of ``model`` (0..L), as a tuple (None stays None)."""
+    depth = _text_config(model).num_hidden_layers
+    if layers is not None and (not layers or any(not 0 <= i <= depth for i in layers)):
+        raise ValueError(f"feature layers must be hidden-state indices in [0, {depth}], got {layers}")
+    return None if layers is None else tuple(layers)
+
+
 def output_vocab_size(model: torch.nn.Module) -> int:
     """Width of the model's logits (the LM head's rows), falling back to the config."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -129,10 +137,7 @@ class CachedLM:
 
     def capture(self, layers: tuple[int, ...] | None) -> None:
         """Keep ``features`` [n, F] (these hidden-state indices, concatenated) after each forward."""
-        depth = _text_config(self.model).num_hidden_layers
-        if layers is not None and (not layers or any(not 0 <= i <= depth for i in layers)):
-            raise ValueError(f"feature layers must be hidden-state indices in [0, {depth}], got {layers}")
-        self.feature_layers = None if layers is None else tuple(layers)
+        self.feature_layers = feature_layers_for(self.model, layers)
         self.features = None
 
     def _call(self, input_ids: torch.Tensor, kwargs: dict) -> torch.Tensor:

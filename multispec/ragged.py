@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from . import compat, trees
-from .lm import _text_config, context_length, output_vocab_size
+from .lm import context_length, feature_layers_for, output_vocab_size
 
 _COMPACT_SLACK = 32  # holes tolerated beyond twice the longest row before the cache is compacted
 
@@ -58,10 +58,7 @@ class RaggedLM:
         return self.slots[row].shape[0]
 
     def capture(self, layers: tuple[int, ...] | None) -> None:
-        depth = _text_config(self.model).num_hidden_layers
-        if layers is not None and (not layers or any(not 0 <= i <= depth for i in layers)):
-            raise ValueError(f"feature layers must be hidden-state indices in [0, {depth}], got {layers}")
-        self.feature_layers = None if layers is None else tuple(layers)
+        self.feature_layers = feature_layers_for(self.model, layers)
 
     def reset_row(self, row: int) -> None:
         self.valid[row] = False

@@ -105,11 +105,14 @@ def _run_multispec(target, drafter, ids, max_new_tokens):
     return out.sequences, out.stats.steps, out.stats.drafted, out.stats.accepted
 
 
-def _run_hf(target, ids, max_new_tokens, assistant_model=None, **kwargs):
+def _run_hf(target, ids, max_new_tokens, assistant_model=None, tokenizers=None, **kwargs):
+    """Hugging Face greedy ``generate`` (``kwargs`` go to its generation config); ``tokenizers``:
+    (target's, assistant's) for universal assisted decoding across vocabularies."""
     config = compat.hf_greedy_config(target, max_new_tokens, **kwargs)
+    extra = {} if tokenizers is None else {"tokenizer": tokenizers[0], "assistant_tokenizer": tokenizers[1]}
     with torch.inference_mode():
         seq = target.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config,
-                              assistant_model=assistant_model)
+                              assistant_model=assistant_model, **extra)
     return seq, None, 0, 0
 
 

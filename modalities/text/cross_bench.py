@@ -14,19 +14,12 @@ import torch
 from tqdm import tqdm
 
 import multispec
-from multispec import compat
 from multispec.cross_vocab import CrossVocabularyDraft
 
-from .bench import ForwardCounter, MethodResult, _add, last_layer, single_step_seconds
+from .bench import ForwardCounter, MethodResult, _add, _run_hf, last_layer, single_step_seconds
 from .vocabulary import TokenizerBridge
 
 METHODS = ("plain", "hf-plain", "cross-shared", "cross-text", "hf-universal")
-
-
-def _hf(target, ids, max_new_tokens, **kwargs):
-    config = compat.hf_greedy_config(target, max_new_tokens)
-    with torch.inference_mode():
-        return target.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config, **kwargs)
 
 
 def run_cross_bench(target, target_tokenizer, draft, draft_tokenizer, prompts: list[str], max_new_tokens: int = 64,
@@ -47,10 +40,9 @@ def run_cross_bench(target, target_tokenizer, draft, draft_tokenizer, prompts: l
         return run
 
     runners = {"plain": ours(None), **{name: ours(d) for name, d in drafters.items()},
-               "hf-plain": lambda ids: (_hf(target, ids, max_new_tokens), None, 0, 0),
-               "hf-universal": lambda ids: (_hf(target, ids, max_new_tokens, assistant_model=draft,
-                                                tokenizer=target_tokenizer, assistant_tokenizer=draft_tokenizer),
-                                            None, 0, 0)}
+               "hf-plain": lambda ids: _run_hf(target, ids, max_new_tokens),
+               "hf-universal": lambda ids: _run_hf(target, ids, max_new_tokens, assistant_model=draft,
+                                                   tokenizers=(target_tokenizer, draft_tokenizer))}
     device = next(target.parameters()).device
     encoded = [target_tokenizer(p, return_tensors="pt").input_ids.to(device) for p in prompts]
     for name in methods:  # warm-up

@@ -9,7 +9,6 @@ Hugging Face greedy, and the speedup over multispec's plain decoding.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def main(argv=None) -> int:
     from modalities.text.loading import load_model, load_tokenizer
     from models import zoo
     from models.feature_heads import load_head, load_medusa
-    from models.recipes.serving.vllm_check import select_prompts
+    from models.recipes.serving.vllm_check import save_report, select_prompts
     from multispec.feature_drafters import Eagle, Medusa
 
     folder = zoo.resolve(args.target)
@@ -71,9 +70,7 @@ def main(argv=None) -> int:
               "acceptance_rate": totals["accepted"] / max(1, totals["drafted"]),
               "mean_acceptance_length": totals["new_tokens"] / max(1, totals["steps"]),
               "speedup": totals["plain_s"] / totals["eagle_s"], "threads": args.threads}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    save_report(report, args.out)
     return 0
 
 

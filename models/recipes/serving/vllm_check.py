@@ -29,6 +29,13 @@ def select_prompts(path, tokenizer, num: int) -> list[str]:
                                           tokenize=False) if tokenizer.chat_template else t for t in texts]
 
 
+def save_report(report: dict, path: Path) -> None:
+    """Write ``report`` as JSON at ``path`` and print it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
 def _counter(metrics, name: str):
     for metric in metrics:
         if metric.name == name:
@@ -84,9 +91,7 @@ def main(argv=None) -> int:
     same = sum(a == b for a, b in zip(outputs["plain"], outputs["speculative"]))
     report["identical_outputs"] = f"{same}/{len(prompts)}"
     report["speedup"] = report["plain"]["seconds"] / report["speculative"]["seconds"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    save_report(report, args.out)
     return 0
 
 
