@@ -33,6 +33,8 @@ ENTRIES = {  # name -> kind (the folder under checkpoints/ has the entry's name)
     "image-vq": "vq",
     "image-target": "token-lm",
     "image-draft": "token-lm",
+    "image64-target": "token-lm",
+    "image64-draft": "token-lm",
     "image-classifier": "classifier",
     "speech-codec": "codec",
     "speech-target": "token-lm",

@@ -8,11 +8,11 @@ import transformers
 from modalities.image import ImageTokenizer
 from modalities.image.generation import ImageModels, generate_image, generate_tokens
 from multispec.methods import (DraftModelConfig, DraftTreeConfig, GroupConfig, JacobiConfig, Method,
-                               NeighborhoodConfig, TypicalConfig)
+                               NeighborhoodConfig, PromptLookupConfig, TypicalConfig)
 
 K, CLASSES = 16, ["cats", "dogs", "flags"]
 PLAIN, DRAFT = Method(), Method(DraftModelConfig())
-DRAFTERS = {"draft": DraftModelConfig(), "jacobi": JacobiConfig(),
+DRAFTERS = {"draft": DraftModelConfig(), "jacobi": JacobiConfig(), "lookup": PromptLookupConfig(),
             "draft-tree": DraftTreeConfig(branches=2, width=2, max_nodes=6)}
 V = K + len(CLASSES) + 1
 
@@ -44,7 +44,7 @@ def models() -> ImageModels:
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-@pytest.mark.parametrize("drafter", ["draft", "jacobi", "draft-tree"])
+@pytest.mark.parametrize("drafter", ["draft", "jacobi", "lookup", "draft-tree"])
 def test_exact_methods_equal_plain_greedy(drafter, guidance):
     m = models()
     for label in CLASSES:
@@ -126,3 +126,55 @@ def test_guidance_distilled_drafter_runs_unguided_and_stays_exact():
         plain = generate_tokens(m, label, PLAIN, temperature=0.0, guidance_scale=3.0)
         fast = generate_tokens(m, label, DRAFT, temperature=0.0, guidance_scale=3.0)
         assert torch.equal(plain.tokens, fast.tokens)
+
+
+def test_a_vq_trained_at_32_serves_64x64_images_with_a_16x16_grid(tmp_path):
+    """The bundled 64x64 models share the 32x32 VQ: its convolutions take twice the side and give
+    twice the grid; ``from_folders`` reads the size from the target's card and checks the grid."""
+    import json
+    vq = models().tokenizer.model
+    vq.save_pretrained(tmp_path / "vq", safe_serialization=True)
+    big = ImageTokenizer.from_pretrained(tmp_path / "vq", image_size=64)
+    assert big.image_size == 64 and big.grid_size == (16, 16) and big.num_tokens == 256
+    ids = big.encode(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8))
+    assert tuple(ids.shape) == (2, 16, 16) and tuple(big.decode_tensor(ids).shape) == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="image size 34 is not a positive multiple of the VQ's downsampling 4"):
+        ImageTokenizer.from_pretrained(tmp_path / "vq", image_size=34)
+    # a target folder whose card says 64x64 / 16x16 loads with the 32x32 VQ and decodes 64x64 images
+    card = {"vocab_size": V, "codebook_size": K, "grid_size": [16, 16], "image_size": 64, "class_names": CLASSES,
+            "class_token_offset": K, "null_token": V - 1, "unconditional_prefix": [V - 1]}
+    lm = tiny_lm(1, 16, 2)
+    lm.config.max_position_embeddings = 300
+    lm.save_pretrained(tmp_path / "target", safe_serialization=True)
+    (tmp_path / "target" / "multispec.json").write_text(json.dumps(card))
+    loaded = ImageModels.from_folders(tmp_path / "target", tmp_path / "vq")
+    image, stats = generate_image(loaded, "dogs", generator=torch.Generator().manual_seed(0))
+    assert image.size == (64, 64) and stats.new_tokens == 256
+    (tmp_path / "target" / "multispec.json").write_text(json.dumps({**card, "grid_size": [8, 8]}))
+    with pytest.raises(ValueError, match=r"a \(16, 16\) grid, but the target's card says \(8, 8\)"):
+        ImageModels.from_folders(tmp_path / "target", tmp_path / "vq")
+
+
+def test_unknown_bundled_size_is_refused():
+    with pytest.raises(ValueError, match="no bundled image models for size 128; sizes: 64, 32"):
+        ImageModels.from_zoo(size=128)
+
+
+def test_the_classifier_scores_larger_images_at_its_own_size():
+    from modalities.image.classifier import ClassifierConfig, ImageClassifier
+    from modalities.image.metrics import fit_to
+    classifier = ImageClassifier(ClassifierConfig(num_classes=3)).eval()
+    small = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert fit_to(classifier, small) is small
+    flat = torch.tensor([0.5, -0.25, 1.0])[None, :, None, None].expand(2, 3, 64, 64)  # one colour each channel
+    reduced = fit_to(classifier, flat)
+    assert tuple(reduced.shape) == (2, 3, 32, 32) and torch.allclose(reduced, flat[..., :32, :32], atol=1e-5)
+    assert tuple(classifier.logits(reduced).shape) == (2, 3)
+
+
+def test_bench_methods_are_chosen_by_name_with_plain_first():
+    from modalities.image import bench
+    chosen = bench.select_methods("draft+neighborhood d=0.2, draft+neighborhood d=0.4 lambda=20,draft")
+    assert [m.name for m in chosen] == ["plain", "draft+neighborhood δ=0.2", "draft+neighborhood δ=0.4 λ=20", "draft"]
+    with pytest.raises(ValueError, match=r"unknown image method 'draft\+topk'; known: plain, draft, jacobi"):
+        bench.select_methods("draft+topk")

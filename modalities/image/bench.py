@@ -19,7 +19,7 @@ from tqdm import tqdm
 from modalities import report
 from modalities.report import MethodTally, rotated
 
-from multispec.methods import DraftModelConfig, GroupConfig, JacobiConfig, Method, NeighborhoodConfig
+from multispec.methods import DraftModelConfig, GroupConfig, JacobiConfig, Method, NeighborhoodConfig, PromptLookupConfig
 
 from .generation import ImageModels, generate_tokens
 
@@ -39,6 +39,8 @@ DEFAULT_METHODS = (
     Method(_DRAFT, _LANTERN(delta=0.4, max_ratio=20.0)),  # LANTERN++: p̃(x) <= λ·p(x)
     Method(_DRAFT, _LANTERN(delta=0.4, max_ratio=50.0)),
     Method(_DRAFT, _LANTERN(delta=0.4, max_ratio=100.0)),
+    Method(PromptLookupConfig()),
+    Method(PromptLookupConfig(), _LANTERN(delta=0.2)),
 )
 
 
@@ -78,15 +80,15 @@ def score(models: ImageModels, results: list[MethodTally], classifier, real_imag
     """Rows of metrics, one per method; ``real_images`` float [N, 3, H, W] in [−1, 1] (held-out)
     with their labels [N]: FD is taken against their class-balanced statistics, since every method
     generates the same number of images per class."""
-    from .metrics import balanced_statistics, class_accuracy, frechet_distance
+    from .metrics import balanced_statistics, class_accuracy, fit_to, frechet_distance
 
     with torch.inference_mode():
-        reference = balanced_statistics(classifier.features(real_images), real_labels)
+        reference = balanced_statistics(classifier.features(fit_to(classifier, real_images)), real_labels)
     rows = []
     for tally in results:
         labels = torch.tensor([label for label, _ in tally.outputs])
         grids = torch.stack([grid for _, grid in tally.outputs])
-        images = models.tokenizer.decode_tensor(grids)
+        images = fit_to(classifier, models.tokenizer.decode_tensor(grids))
         with torch.inference_mode():
             features = classifier.features(images)
         rows.append({
@@ -159,6 +161,21 @@ def write_report(rows: list[dict], out: Path, settings: dict) -> None:
 
 
 QUICK_METHODS = (DEFAULT_METHODS[0], DEFAULT_METHODS[1], DEFAULT_METHODS[2], DEFAULT_METHODS[11])
+
+
+def select_methods(names: str) -> tuple[Method, ...]:
+    """Benchmark methods by name, comma-separated (``d=`` and ``lambda=`` stand for ``δ=`` and
+    ``λ=``), in the order given; plain is put first if missing (speedups are relative to it)."""
+    by_name = {spec.name: spec for spec in DEFAULT_METHODS}
+    chosen = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        name = name.replace("lambda=", "λ=").replace(" d=", " δ=")
+        if name not in by_name:
+            raise ValueError(f"unknown image method {name!r}; known: {', '.join(by_name)}")
+        chosen.append(by_name[name])
+    if not chosen or chosen[0].name != "plain":
+        chosen = [by_name["plain"], *(spec for spec in chosen if spec.name != "plain")]
+    return tuple(chosen)
 
 
 def run_report(models: ImageModels, out: Path, per_class: int = 8, *, guidance_scale: float = 3.0,

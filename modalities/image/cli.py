@@ -12,13 +12,13 @@ from . import bench
 from multispec.methods import Method
 
 from ..method_args import add_method_arguments, method_from_args
-from .generation import ACCEPTANCES, DRAFTERS, ImageModels, generate_tokens
+from .generation import ACCEPTANCES, BUNDLED, DEFAULT_SIZE, DRAFTERS, ImageModels, generate_tokens
 
 
 def load_models(args) -> ImageModels:
     if args.target is None:
         try:
-            return ImageModels.from_zoo()
+            return ImageModels.from_zoo(size=args.size)
         except (KeyError, FileNotFoundError) as error:
             raise ValueError("no bundled image models are installed: pass --target, --vq (and --draft)") from error
     if args.vq is None:
@@ -32,6 +32,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="image model folder or registry name (default: bundled image-target)")
     parser.add_argument("--draft", help="draft model folder (default: bundled image-draft)")
     parser.add_argument("--vq", help="VQ tokenizer folder (default: bundled image-vq)")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, choices=sorted(BUNDLED),
+                        help="image side of the bundled models (64: 16x16 tokens; 32: the first 8x8 pair)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance s")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int)
@@ -80,7 +82,8 @@ def run_bench(args) -> int:
     models = load_models(args)
     report = bench.run_report(models, Path(args.out), per_class=args.per_class,
                               guidance_scale=args.guidance_scale, temperature=args.temperature,
-                              top_k=args.top_k, seed=args.seed, quick=args.quick)
+                              top_k=args.top_k, seed=args.seed, quick=args.quick,
+                              methods=bench.select_methods(args.methods) if args.methods else None)
     print(bench.markdown_table(report["rows"]))
     print(f"saved to {args.out}", file=sys.stderr)
     return 0
@@ -102,6 +105,8 @@ def register_bench(subparsers) -> None:
     parser = subparsers.add_parser("image", help="speed against quality of image decoding methods")
     parser.add_argument("--per-class", type=int, default=8, help="images per class and method")
     parser.add_argument("--quick", action="store_true", help="plain, draft, jacobi and one relaxed method only")
+    parser.add_argument("--methods", help="comma-separated method names, e.g. 'draft,draft+neighborhood d=0.2' "
+                        "(plain is always run first)")
     parser.add_argument("--out", default="runs/bench/image")
     _common(parser)
     parser.set_defaults(run=run_bench)

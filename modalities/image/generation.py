@@ -4,7 +4,7 @@ The image model is a transformers causal LM over [class token] + h·w VQ codes (
 ``models/recipes/image/tokens.py`` for the vocabulary). Target and drafter are wrapped in the same
 :class:`~multispec.guidance.GuidedLM` (classifier-free guidance against the null class, codes-only
 mask), so exact methods reproduce plain guided decoding. A method (:class:`multispec.methods.Method`)
-is a drafter (plain, the ``draft`` model, a ``jacobi`` window) and an acceptance rule (``exact``,
+is a drafter (plain, the ``draft`` model, a ``jacobi`` window, ``lookup`` of earlier codes) and an acceptance rule (``exact``,
 LANTERN's ``neighborhood`` of the VQ codebook with budget δ, ``group``: GSD's nearest codes).
 """
 from __future__ import annotations
@@ -18,14 +18,18 @@ import torch
 import multispec
 from multispec import timing
 from multispec.acceptance import GroupAcceptance, NeighborhoodRelaxation, neighbor_table
-from multispec.drafters import DraftModel, Jacobi
+from multispec.drafters import DraftModel, Jacobi, PromptLookup
 from multispec.tree_drafters import DraftTree
 from models.token_meta import TokenModelMeta
 from multispec.guidance import GuidedLM
 from multispec.methods import (DraftModelConfig, DraftTreeConfig, ExactConfig, GroupConfig, JacobiConfig, Method,
-                               NeighborhoodConfig, require_supported)
+                               NeighborhoodConfig, PromptLookupConfig, require_supported)
 
-DRAFTERS = (DraftModelConfig, DraftTreeConfig, JacobiConfig)
+DRAFTERS = (DraftModelConfig, DraftTreeConfig, JacobiConfig, PromptLookupConfig)
+# image side -> the bundled (target, drafter); both sizes share the VQ ``image-vq``
+BUNDLED = {64: ("image64-target", "image64-draft"), 32: ("image-target", "image-draft")}
+DEFAULT_SIZE = 32  # 64 once image64-target and image64-draft are bundled
+LOOKUP_NGRAM = 3  # the lookup drafter's longest match (codes)
 ACCEPTANCES = (ExactConfig, NeighborhoodConfig, GroupConfig)
 
 
@@ -67,13 +71,22 @@ class ImageModels:
 
         model, meta = load_token_lm(target, dtype, meta_class=ImageMeta)
         draft_model, draft_meta = load_token_lm(draft, dtype, meta_class=ImageMeta) if draft is not None else (None, None)
-        return cls(model, ImageTokenizer.from_pretrained(vq), meta, draft_model, draft_meta)
+        # the VQ's convolutions take any multiple of its downsampling: the target's card says which size
+        tokenizer = ImageTokenizer.from_pretrained(vq, image_size=meta.image_size)
+        if tokenizer.grid_size != tuple(meta.grid_size):
+            raise ValueError(f"the VQ tokenises {meta.image_size}x{meta.image_size} images into a "
+                             f"{tokenizer.grid_size} grid, but the target's card says {tuple(meta.grid_size)}")
+        return cls(model, tokenizer, meta, draft_model, draft_meta)
 
     @classmethod
-    def from_zoo(cls, with_draft: bool = True) -> "ImageModels":
+    def from_zoo(cls, with_draft: bool = True, size: int = DEFAULT_SIZE) -> "ImageModels":
+        """The bundled models for ``size`` x ``size`` images (64: 16x16 tokens; 32: the first 8x8 pair)."""
         from models import zoo  # resolve verifies checksums before loading
-        draft = zoo.resolve("image-draft") if with_draft else None
-        return cls.from_folders(zoo.resolve("image-target"), zoo.resolve("image-vq"), draft)
+        if size not in BUNDLED:
+            raise ValueError(f"no bundled image models for size {size}; sizes: {', '.join(map(str, BUNDLED))}")
+        target, draft = BUNDLED[size]
+        return cls.from_folders(zoo.resolve(target), zoo.resolve("image-vq"),
+                                zoo.resolve(draft) if with_draft else None)
 
     @property
     def class_names(self) -> list[str]:
@@ -138,6 +151,8 @@ def make_drafter(models: ImageModels, config: DraftModelConfig | DraftTreeConfig
             settings["cost"] = timing.verify_costs(models.guided(models.target, guidance_scale))
         drafter = DraftModel if isinstance(config, DraftModelConfig) else DraftTree
         return drafter(models.guided(models.draft, scale), **settings)
+    if isinstance(config, PromptLookupConfig):  # runs of equal codes (backgrounds) recur in the grid
+        return PromptLookup(**{**dataclasses.asdict(config), "max_ngram": config.max_ngram or LOOKUP_NGRAM})
     return Jacobi(models.vocab_size, window=config.window, init_tokens=torch.arange(models.codebook_size))
 
 

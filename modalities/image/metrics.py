@@ -2,7 +2,7 @@
 Frechet distance between feature sets, and PSNR.
 
 The feature extractor is the small in-domain classifier of ``models/recipes/image/classifier.py`` (emoji
-groups, 32x32), not Inception-v3: Frechet distances computed here are NOT comparable to
+groups, 32x32; larger samples are reduced to its size by ``fit_to``), not Inception-v3: Frechet distances computed here are NOT comparable to
 published FID numbers, only to each other (same classifier checkpoint, same sample sizes).
 Plain torch/numpy; the matrix square root uses a symmetric eigendecomposition.
 """
@@ -11,6 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+
+def fit_to(classifier, images: torch.Tensor) -> torch.Tensor:
+    """images float [N,3,S,S] -> [N,3,s,s] at the classifier's side s (antialiased bilinear when
+    S != s: the 64x64 samples are scored by the 32x32 classifier, as the real images it was trained
+    on were Lanczos-reduced renders)."""
+    side = classifier.config.image_size
+    if images.shape[-1] == side and images.shape[-2] == side:
+        return images
+    return torch.nn.functional.interpolate(images.float(), size=(side, side), mode="bilinear",
+                                           antialias=True, align_corners=False).clamp(-1, 1)
 
 
 @torch.no_grad()

@@ -1,6 +1,8 @@
 """Image <-> token-grid conversion for the image modality, wrapping a trained diffusers ``VQModel``.
 
-Knows nothing about the AR model or decoding: it turns 32x32 RGB images into an [h, w] grid of
+Knows nothing about the AR model or decoding: it turns S x S RGB images (S = the VQ's
+``sample_size``, or the ``image_size`` asked for: the convolutions take any multiple of the
+downsampling, so the 32x32 VQ also tokenises 64x64 images into 16x16) into an [h, w] grid of
 codebook ids (row-major when flattened) and back. The codebook table is exposed for neighbour
 search (LANTERN latent proximity).
 """
@@ -22,24 +24,27 @@ class ImageTokenizer:
       * float tensor [B, 3, H, W] (or [3, H, W]) with values in [-1, 1].
     """
 
-    def __init__(self, model):
+    def __init__(self, model, image_size: int | None = None):
         self.model = model.eval()
         k = model.config.num_vq_embeddings
         down = 2 ** (len(model.config.block_out_channels) - 1)
-        size = int(model.config.sample_size)
-        if size % down:
-            raise ValueError(f"sample_size {size} is not divisible by the downsampling {down}")
+        size = int(image_size or model.config.sample_size)
+        if size <= 0 or size % down:
+            raise ValueError(f"image size {size} is not a positive multiple of the VQ's downsampling {down}")
         self._image_size, self._grid, self._k = size, (size // down, size // down), k
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "ImageTokenizer":
-        """Load ``save_pretrained`` output (config.json + safetensors weights only)."""
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
+                        image_size: int | None = None) -> "ImageTokenizer":
+        """Load ``save_pretrained`` output (config.json + safetensors weights only); ``image_size``
+        overrides the side the VQ was trained at (its grid scales with it)."""
         from diffusers import VQModel
 
         folder = Path(folder)
         if not any(folder.glob("*.safetensors")):
             raise FileNotFoundError(f"no .safetensors weights in {folder} (pickle is not loaded)")
-        return cls(VQModel.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).to(device))
+        model = VQModel.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).to(device)
+        return cls(model, image_size)
 
     @property
     def image_size(self) -> int:

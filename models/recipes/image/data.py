@@ -1,16 +1,18 @@
-"""Reproducible 32x32 emoji image dataset for the image modality (class-conditional generation).
+"""Reproducible emoji image dataset (32x32 or 64x64) for the image modality (class-conditional
+generation).
 
 Renders every fully-qualified emoji of ``emoji-test.txt`` with Noto Color Emoji, composites it on
-white, crops and centres it, and downscales to 32x32 RGB. Label = emoji group ("Component" and
+white, crops and centres it, and downscales to ``--size`` (32 by default, 64 for the 16x16-token
+models) RGB. Label = emoji group ("Component" and
 groups with fewer than ``MIN_PER_CLASS`` images dropped). Held-out split: in each class the ~10%
 of emoji with the smallest sha256 of their code points (so every class has held-out images and
 the split does not depend on render order or random state).
 
-    python -m models.recipes.image.data [--out runs/image]
+    python -m models.recipes.image.data [--out runs/image] [--size 64]
 
-writes ``OUT/data.npz`` (images uint8 [N,32,32,3], labels int64 [N], split int64 [N] with
+writes ``OUT/data.npz`` (images uint8 [N,S,S,3], labels int64 [N], split int64 [N] with
 0 = train / 1 = held-out, class_names, codepoints) and the committed manifest
-``models/data/image/data_manifest.json``. ``load_dataset(path)`` reads the npz back.
+``models/data/image/data_manifest.json`` (``data_manifest_64.json`` at size 64). ``load_dataset(path)`` reads the npz back.
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ def render(text: str, font, size: int = IMAGE_SIZE) -> np.ndarray | None:
     return np.asarray(small, dtype=np.uint8)
 
 
-def build(out_dir: Path, manifest_path: Path | None = MANIFEST) -> dict:
+def manifest_path_for(size: int) -> Path:
+    return MANIFEST if size == IMAGE_SIZE else MANIFEST.with_name(f"data_manifest_{size}.json")
+
+
+def build(out_dir: Path, manifest_path: Path | None = MANIFEST, size: int = IMAGE_SIZE) -> dict:
     """Render, label, split and write ``out_dir/data.npz`` (+ the manifest); returns the arrays."""
     try:
         from PIL import ImageFont
@@ -87,7 +93,7 @@ def build(out_dir: Path, manifest_path: Path | None = MANIFEST) -> dict:
 
     rendered, skipped = [], []
     for cps, group, name in entries:
-        img = render("".join(chr(int(c, 16)) for c in cps.split()), font)
+        img = render("".join(chr(int(c, 16)) for c in cps.split()), font, size)
         (skipped if img is None else rendered).append((cps, group, name, img))
     counts = Counter(r[1] for r in rendered)
     class_names = [g for g in dict.fromkeys(r[1] for r in rendered) if counts[g] >= MIN_PER_CLASS]
@@ -106,11 +112,11 @@ def build(out_dir: Path, manifest_path: Path | None = MANIFEST) -> dict:
     npz = out_dir / "data.npz"
     np.savez_compressed(npz, **data)
     if manifest_path is not None:
-        write_manifest(manifest_path, npz, data, n_skipped=len(skipped))
+        write_manifest(manifest_path, npz, data, n_skipped=len(skipped), size=size)
     return data
 
 
-def write_manifest(path: Path, npz: Path, data: dict, n_skipped: int) -> None:
+def write_manifest(path: Path, npz: Path, data: dict, n_skipped: int, size: int = IMAGE_SIZE) -> None:
     per_class = {name: {"train": int(((data["labels"] == c) & (data["split"] == 0)).sum()),
                         "heldout": int(((data["labels"] == c) & (data["split"] == 1)).sum())}
                  for c, name in enumerate(data["class_names"].tolist())}
@@ -120,7 +126,7 @@ def write_manifest(path: Path, npz: Path, data: dict, n_skipped: int) -> None:
                    "emoji_list": f"{EMOJI_TEST} (Debian unicode-data)",
                    "emoji_list_licence": "Unicode License v3 (Unicode-3.0)",
                    "emoji_test_sha256": hashlib.sha256(EMOJI_TEST.read_bytes()).hexdigest()},
-        "recipe": {"font_size": FONT_SIZE, "image_size": IMAGE_SIZE, "background": "white",
+        "recipe": {"font_size": FONT_SIZE, "image_size": size, "background": "white",
                    "resample": "LANCZOS after crop to alpha bbox and centring on a square",
                    "label": "emoji group", "dropped_groups": list(DROP_GROUPS),
                    "min_per_class": MIN_PER_CLASS,
@@ -137,7 +143,7 @@ def write_manifest(path: Path, npz: Path, data: dict, n_skipped: int) -> None:
 
 
 def load_dataset(path: str | Path) -> dict:
-    """Arrays of ``data.npz``: images uint8 [N,32,32,3], labels int64 [N], split int64 [N]
+    """Arrays of ``data.npz``: images uint8 [N,S,S,3], labels int64 [N], split int64 [N]
     (0 train, 1 held-out), class_names list[str], codepoints list[str]."""
     path = Path(path)
     if not path.exists():
@@ -153,9 +159,10 @@ def load_dataset(path: str | Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/image"))
-    ap.add_argument("--manifest", type=Path, default=MANIFEST)
+    ap.add_argument("--size", type=int, default=IMAGE_SIZE, help="image side in pixels (32 or 64)")
+    ap.add_argument("--manifest", type=Path, default=None, help="default: the committed manifest for --size")
     args = ap.parse_args()
-    data = build(args.out, args.manifest)
+    data = build(args.out, args.manifest or manifest_path_for(args.size), args.size)
     print(f"{len(data['labels'])} images -> {args.out / 'data.npz'}")
     for c, name in enumerate(data["class_names"].tolist()):
         m = data["labels"] == c

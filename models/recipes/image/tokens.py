@@ -2,6 +2,8 @@
 
     python -m models.recipes.image.tokens [--data runs/image/data.npz] [--vq DIR] [--out runs/image/ar]
 
+The grid follows the data's image size (the VQ's convolutions take 32 or 64 pixels).
+
 Each image becomes [class token] + its h·w VQ codes in raster order. Vocabulary: codes 0..K−1,
 class c at K + c, and the null class K + C (the unconditional prefix of classifier-free guidance,
 used for ``condition_dropout`` of the training rows). Training images are augmented (horizontal
@@ -50,7 +52,7 @@ def build(data_path: Path, vq_dir: Path, out: Path, device: str = "cpu") -> dict
     from modalities.image.tokenizer import ImageTokenizer
 
     data = load_dataset(data_path)
-    tokenizer = ImageTokenizer.from_pretrained(vq_dir, device=device)
+    tokenizer = ImageTokenizer.from_pretrained(vq_dir, device=device, image_size=data["images"].shape[1])
     K, C = tokenizer.codebook_size, len(data["class_names"])
     train = data["split"] == 0
     images = [augment(data["images"][train]), data["images"][~train]]
