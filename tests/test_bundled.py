@@ -78,8 +78,8 @@ def test_every_bundled_token_model_card_passes_its_schema():
     """multispec.json of the bundled image and speech models is a typed card; a broken one is refused."""
     from modalities.image.generation import ImageMeta
     from modalities.speech.vocab import SpeechMeta
-    for name, kind in (("image-target", ImageMeta), ("image-draft", ImageMeta), ("speech-target", SpeechMeta),
-                       ("speech-draft", SpeechMeta)):
+    for name, kind in (("image-target", ImageMeta), ("image-draft", ImageMeta), ("image64-target", ImageMeta),
+                       ("image64-draft", ImageMeta), ("speech-target", SpeechMeta), ("speech-draft", SpeechMeta)):
         meta = kind.read(zoo.path(name))
         assert meta.vocab_size > meta.codebook_size > 0 and meta.to_dict() == json.loads(
             (zoo.path(name) / "multispec.json").read_text())
@@ -88,3 +88,17 @@ def test_every_bundled_token_model_card_passes_its_schema():
         ImageMeta.from_dict({k: v for k, v in card.items() if k != "class_names"})
     with pytest.raises(ValueError, match="grid_size must be a list of 2 integers, got \\[8\\]"):
         ImageMeta.from_dict({**card, "grid_size": [8]})
+
+
+def test_the_bundled_64x64_pair_draws_a_16x16_grid_and_exact_drafting_equals_plain():
+    """The default image models: 64x64 images from 256 codes of the shared 32x32-trained VQ."""
+    import torch
+    from modalities.image.generation import ImageModels, generate_image, generate_tokens
+    from multispec.methods import DraftModelConfig, Method
+    models = ImageModels.from_zoo()
+    assert models.meta.image_size == 64 and models.tokenizer.grid_size == (16, 16) and models.num_tokens == 256
+    plain = generate_tokens(models, "Flags", temperature=0.0)
+    fast = generate_tokens(models, "Flags", Method(DraftModelConfig()), temperature=0.0)
+    assert torch.equal(plain.tokens, fast.tokens) and fast.stats.steps < plain.stats.steps
+    image, stats = generate_image(models, "Flags", generator=torch.Generator().manual_seed(0))
+    assert image.size == (64, 64) and stats.new_tokens == 256

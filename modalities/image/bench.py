@@ -128,11 +128,11 @@ def save_grid(models: ImageModels, results: list[MethodTally], path: Path, scale
 
     classes = sorted({label for label, _ in results[0].outputs})
     size = models.meta.image_size * scale
-    label_w = 150
+    names = [res.spec.name.replace("δ", "d").replace("λ", "lambda") for res in results]  # PIL's default font has no Greek
+    label_w = max(150, 8 + 6 * max(map(len, names)))  # the default bitmap font is 6 px a character
     grid = Image.new("RGB", (label_w + size * len(classes), size * len(results)), "white")
     draw = ImageDraw.Draw(grid)
-    for r, res in enumerate(results):
-        name = res.spec.name.replace("δ", "d").replace("λ", "lambda")  # PIL's default font has no Greek
+    for r, (res, name) in enumerate(zip(results, names)):
         draw.text((4, r * size + size // 2 - 6), name, fill="black")
         first = {}
         for label, tokens in res.outputs:

@@ -28,7 +28,7 @@ from multispec.methods import (DraftModelConfig, DraftTreeConfig, ExactConfig, G
 DRAFTERS = (DraftModelConfig, DraftTreeConfig, JacobiConfig, PromptLookupConfig)
 # image side -> the bundled (target, drafter); both sizes share the VQ ``image-vq``
 BUNDLED = {64: ("image64-target", "image64-draft"), 32: ("image-target", "image-draft")}
-DEFAULT_SIZE = 32  # 64 once image64-target and image64-draft are bundled
+DEFAULT_SIZE = 64
 LOOKUP_NGRAM = 3  # the lookup drafter's longest match (codes)
 ACCEPTANCES = (ExactConfig, NeighborhoodConfig, GroupConfig)
 
