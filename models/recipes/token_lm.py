@@ -64,6 +64,13 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
             _spec(max_steps=6000, batch_size=16, seq_len=0, lr=1e-3, minutes=50, eval_tokens=32768),
             _spec(max_steps=4000, batch_size=16, seq_len=0, lr=2e-3, minutes=12, eval_tokens=32768, distill=0.8),
             "2 CPU cores, fp32: about an hour for both models at 257 tokens per sequence."),
+        # 64x64 on one H100 (models/recipes/gpu/image64_gpu.sh): a target whose step dwarfs the one-layer drafter's
+        "gpu64": _preset(
+            "gpu64", ModelShape(hidden=384, layers=12, heads=6, kv_heads=6, intermediate=1024, max_positions=320),
+            ModelShape(hidden=256, layers=1, heads=4, kv_heads=4, intermediate=704, max_positions=320),
+            _spec(max_steps=8000, batch_size=128, seq_len=0, lr=1e-3, minutes=6.0, warmup_steps=200),
+            _spec(max_steps=4000, batch_size=128, seq_len=0, lr=2e-3, minutes=2.0, distill=0.8),
+            "One H100, bf16 autocast: about 8 minutes for both models (64x64, 257 tokens a sequence)."),
         "gpu": _preset(
             "gpu", ModelShape(hidden=320, layers=8, heads=5, kv_heads=5, intermediate=864, max_positions=128),
             ModelShape(hidden=192, layers=1, heads=3, kv_heads=3, intermediate=512, max_positions=128),
@@ -162,7 +169,7 @@ def save_meta(meta: dict):
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description="Train the bundled image or speech target and drafter.")
     ap.add_argument("modality", choices=sorted(PRESETS))
-    ap.add_argument("--preset", required=True, choices=["smoke", "cpu", "cpu64", "cpu-deep", "gpu"])
+    ap.add_argument("--preset", required=True, choices=["smoke", "cpu", "cpu64", "cpu-deep", "gpu", "gpu64"])
     ap.add_argument("--which", default="both", choices=["target", "draft", "both"])
     ap.add_argument("--data", type=Path, help="default runs/<modality>/ar")
     ap.add_argument("--out", type=Path, help="default runs/<modality>/train-<preset>")
