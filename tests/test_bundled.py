@@ -102,3 +102,13 @@ def test_the_bundled_64x64_pair_draws_a_16x16_grid_and_exact_drafting_equals_pla
     assert torch.equal(plain.tokens, fast.tokens) and fast.stats.steps < plain.stats.steps
     image, stats = generate_image(models, "Flags", generator=torch.Generator().manual_seed(0))
     assert image.size == (64, 64) and stats.new_tokens == 256
+
+
+def test_the_image_command_writes_a_strip_of_64x64_images(tmp_path, capsys):
+    from PIL import Image
+    from modalities.cli import main
+    out = tmp_path / "flags.png"
+    assert main(["image", "--class", "Flags", "--num-images", "2", "--scale", "1", "--no-compare-plain",
+                 "-o", str(out)]) == 0
+    assert Image.open(out).size == (128, 64)
+    assert "2 image(s) of 'Flags'" in capsys.readouterr().err

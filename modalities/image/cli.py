@@ -29,8 +29,8 @@ def load_models(args) -> ImageModels:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", help="image model folder or registry name (default: bundled image-target)")
-    parser.add_argument("--draft", help="draft model folder (default: bundled image-draft)")
+    parser.add_argument("--target", help="image model folder or registry name (default: the bundled target of --size)")
+    parser.add_argument("--draft", help="draft model folder (default: the bundled drafter of --size)")
     parser.add_argument("--vq", help="VQ tokenizer folder (default: bundled image-vq)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, choices=sorted(BUNDLED),
                         help="image side of the bundled models (64: 16x16 tokens; 32: the first 8x8 pair)")
@@ -57,7 +57,9 @@ def run_image(args) -> int:
     images = models.tokenizer.decode(torch.stack(grids))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    strip = images[0].__class__.new("RGB", (images[0].width * len(images), images[0].height), "white")
+    from PIL import Image
+
+    strip = Image.new("RGB", (images[0].width * len(images), images[0].height), "white")
     for i, image in enumerate(images):
         strip.paste(image, (i * image.width, 0))
     strip.resize((strip.width * args.scale, strip.height * args.scale), 0).save(out)

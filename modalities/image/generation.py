@@ -151,7 +151,7 @@ def make_drafter(models: ImageModels, config: DraftModelConfig | DraftTreeConfig
             settings["cost"] = timing.verify_costs(models.guided(models.target, guidance_scale))
         drafter = DraftModel if isinstance(config, DraftModelConfig) else DraftTree
         return drafter(models.guided(models.draft, scale), **settings)
-    if isinstance(config, PromptLookupConfig):  # runs of equal codes (backgrounds) recur in the grid
+    if isinstance(config, PromptLookupConfig):  # earlier code n-grams (emoji repeat few: τ 1.04 at 64x64)
         return PromptLookup(**{**dataclasses.asdict(config), "max_ngram": config.max_ngram or LOOKUP_NGRAM})
     return Jacobi(models.vocab_size, window=config.window, init_tokens=torch.arange(models.codebook_size))
 
