@@ -169,7 +169,7 @@ def save_meta(meta: dict):
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description="Train the bundled image or speech target and drafter.")
     ap.add_argument("modality", choices=sorted(PRESETS))
-    ap.add_argument("--preset", required=True, choices=["smoke", "cpu", "cpu64", "cpu-deep", "gpu", "gpu64"])
+    ap.add_argument("--preset", required=True, choices=sorted({name for presets in PRESETS.values() for name in presets}))
     ap.add_argument("--which", default="both", choices=["target", "draft", "both"])
     ap.add_argument("--data", type=Path, help="default runs/<modality>/ar")
     ap.add_argument("--out", type=Path, help="default runs/<modality>/train-<preset>")

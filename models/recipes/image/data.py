@@ -80,8 +80,9 @@ def manifest_path_for(size: int) -> Path:
     return MANIFEST if size == IMAGE_SIZE else MANIFEST.with_name(f"data_manifest_{size}.json")
 
 
-def build(out_dir: Path, manifest_path: Path | None = MANIFEST, size: int = IMAGE_SIZE) -> dict:
-    """Render, label, split and write ``out_dir/data.npz`` (+ the manifest); returns the arrays."""
+def build(out_dir: Path, manifest_path: Path | None = None, size: int = IMAGE_SIZE) -> dict:
+    """Render, label, split and write ``out_dir/data.npz`` and the manifest (default: the committed
+    one for ``size``, :func:`manifest_path_for`); returns the arrays."""
     try:
         from PIL import ImageFont
     except ImportError as e:  # pragma: no cover
@@ -111,8 +112,7 @@ def build(out_dir: Path, manifest_path: Path | None = MANIFEST, size: int = IMAG
     out_dir.mkdir(parents=True, exist_ok=True)
     npz = out_dir / "data.npz"
     np.savez_compressed(npz, **data)
-    if manifest_path is not None:
-        write_manifest(manifest_path, npz, data, n_skipped=len(skipped), size=size)
+    write_manifest(manifest_path or manifest_path_for(size), npz, data, n_skipped=len(skipped), size=size)
     return data
 
 
@@ -162,7 +162,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=IMAGE_SIZE, help="image side in pixels (32 or 64)")
     ap.add_argument("--manifest", type=Path, default=None, help="default: the committed manifest for --size")
     args = ap.parse_args()
-    data = build(args.out, args.manifest or manifest_path_for(args.size), args.size)
+    data = build(args.out, args.manifest, args.size)
     print(f"{len(data['labels'])} images -> {args.out / 'data.npz'}")
     for c, name in enumerate(data["class_names"].tolist()):
         m = data["labels"] == c
