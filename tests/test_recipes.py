@@ -65,8 +65,9 @@ def test_drafter_distils_on_target_samples(tmp_path):
 
 
 def test_drafter_warm_start_and_unknown_preset(tmp_path):
-    """--draft-init-from starts the drafter from given weights (recorded in training.json); a preset
-    the modality lacks is refused by name."""
+    """--draft-init-from starts the drafter from given weights, --bf16 trains under CPU autocast and
+    --lr overrides the preset's (all recorded in training.json); a preset the modality lacks is refused
+    by name."""
     from safetensors.torch import save_model
 
     from models.recipes.token_lm import SMOKE_SHAPE
@@ -76,9 +77,10 @@ def test_drafter_warm_start_and_unknown_preset(tmp_path):
     start = transformers.LlamaForCausalLM(SMOKE_SHAPE.config(V, bos=V - 1, eos=V - 1, pad=V - 1))
     save_model(start, str(tmp_path / "start.safetensors"))
     seq_train_main(["image", "--preset", "smoke", "--which", "draft", "--data", str(tmp_path / "samples"),
-                    "--out", str(tmp_path / "run"), "--device", "cpu",
+                    "--out", str(tmp_path / "run"), "--device", "cpu", "--bf16", "--lr", "3e-4",
                     "--draft-init-from", str(tmp_path / "start.safetensors")])
     record = json.loads((tmp_path / "run/draft/training.json").read_text())
     assert record["init_from"] == str(tmp_path / "start.safetensors")
+    assert record["bf16_autocast"] is True and record["train"]["lr"] == 3e-4  # CPU autocast and the lr override
     with pytest.raises(SystemExit, match="no preset 'cpu-deep'"):
         seq_train_main(["image", "--preset", "cpu-deep", "--data", str(tmp_path / "samples")])

@@ -176,6 +176,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--max-minutes", type=float, help="budget for the whole command (default: the preset's)")
     ap.add_argument("--max-steps", type=int, help="override both models' steps")
+    ap.add_argument("--lr", type=float, help="override both models' peak learning rate (e.g. lower, to go on "
+                    "training a model warm-started with --init-from)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU too (on CUDA it is always on)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--distill-guidance", type=float, help="distil the drafter towards the target under this "
@@ -197,7 +200,7 @@ def main(argv: list[str]) -> None:
     if args.preset not in PRESETS[args.modality]:
         raise SystemExit(f"{args.modality} has no preset {args.preset!r}; it has {', '.join(PRESETS[args.modality])}")
     preset = PRESETS[args.modality][args.preset]
-    preset = preset.with_overrides(max_steps=args.max_steps, seq_len=meta["seq_len"])
+    preset = preset.with_overrides(max_steps=args.max_steps, lr=args.lr, seq_len=meta["seq_len"])
     if args.draft_shape:
         hidden, layers, heads, inter = (int(v) for v in args.draft_shape.split(","))
         preset = replace(preset, draft=ModelShape(hidden, layers, heads, heads, inter, preset.draft.max_positions))
@@ -221,7 +224,8 @@ def main(argv: list[str]) -> None:
         train_model(w, preset, out, lambda spec: SequenceData(data_dir, spec, meta), 60 * minutes[w] * 0.97,
                     args.resume, torch.device(args.device), False, config=config,
                     save_extra=save_meta(export_meta), wrap_teacher=wrap,
-                    init_from=args.init_from if w == "target" else args.draft_init_from)
+                    init_from=args.init_from if w == "target" else args.draft_init_from,
+                    amp=True if args.bf16 else None)
         if Stop.requested:
             raise SystemExit(f"interrupted: checkpoint and export of {w!r} saved; rerun with --resume")
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min -> {out}")

@@ -146,20 +146,21 @@ def truncate_log(path: Path, step: int) -> None:
 
 def train_model(which: str, preset: ModelPreset, out: Path, make_data, budget_s: float, resume: bool,
                 device: torch.device, compile_model: bool, config=None, save_extra=None,
-                wrap_teacher=None, init_from: Path | None = None) -> Path:
+                wrap_teacher=None, init_from: Path | None = None, amp: bool | None = None) -> Path:
     """Train one model (resuming if asked) and export it; returns the export directory.
 
     ``make_data(spec)`` gives an object with ``sample(batch, rng) -> (tokens [B, T+1], mask [B, T]
     or None)``, ``heldout`` [n, T+1] and ``heldout_mask``; ``config`` is the model config (default:
     the text shape's); ``save_extra(export_dir)`` writes what else the export needs (tokenizer...);
     ``wrap_teacher(model)`` changes what the drafter is distilled towards (e.g. guided logits);
-    ``init_from`` (safetensors of the same shape) warm-starts a fresh run.
+    ``init_from`` (safetensors of the same shape) warm-starts a fresh run; ``amp`` runs forward and
+    loss under bf16 autocast (None: on CUDA only; True also suits CPUs with AVX-512 bf16).
     """
     shape: ModelShape = preset.shape(which)
     spec: TrainSpec = preset.train_spec(which)
     work, log_path, export_dir = out / "work" / which, out / f"{which}.log.jsonl", out / which
     ckpt_dir, best_path = work / "checkpoint", work / "best.safetensors"
-    amp = device.type == "cuda"
+    amp = device.type == "cuda" if amp is None else amp
 
     seed = preset.seed + WHICH.index(which)
     torch.manual_seed(seed)  # weight init; this is the training entry point
@@ -167,7 +168,7 @@ def train_model(which: str, preset: ModelPreset, out: Path, make_data, budget_s:
     opt = make_optimizer(model, spec, device)
     state = {"step": 0, "elapsed_s": 0.0, "best_heldout": None,
              "rng": np.random.default_rng(seed).bit_generator.state,
-             "preset": preset.name, "shape": asdict(shape), "train": asdict(spec)}
+             "preset": preset.name, "shape": asdict(shape), "train": asdict(spec), "bf16_autocast": amp}
     found = find_checkpoint(ckpt_dir)
     if found and not resume:
         raise SystemExit(f"{found} exists: pass --resume to continue it, or use another --out")
@@ -279,7 +280,8 @@ def export(model: LlamaForCausalLM, best_path: Path, export_dir: Path, save_extr
     model.save_pretrained(str(export_dir), max_shard_size=EXPORT_SHARD)
     if save_extra is not None:
         save_extra(export_dir)
-    summary = {k: state[k] for k in ("preset", "shape", "train", "step", "elapsed_s", "init_from") if k in state}
+    recorded = ("preset", "shape", "train", "step", "elapsed_s", "init_from", "bf16_autocast")
+    summary = {k: state[k] for k in recorded if k in state}
     summary.update(params=n_params, tokens_seen=state["step"] * state["train"]["batch_size"]
                    * state["train"]["seq_len"], best_heldout_loss=state["best_heldout"],
                    device=str(device), torch=torch.__version__)
