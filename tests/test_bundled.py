@@ -112,3 +112,18 @@ def test_the_image_command_writes_a_strip_of_64x64_images(tmp_path, capsys):
                  "-o", str(out)]) == 0
     assert Image.open(out).size == (128, 64)
     assert "2 image(s) of 'Flags'" in capsys.readouterr().err
+
+
+def test_the_image_bench_pools_seeds(tmp_path, capsys):
+    """`multispec bench image --seeds`: one run per seed, then class accuracy and FD pooled per method."""
+    import json
+    from modalities.cli import main
+    out = tmp_path / "bench"
+    assert main(["bench", "image", "--size", "32", "--per-class", "1", "--methods", "draft", "--seeds", "0,1",
+                 "--out", str(out)]) == 0
+    pooled = json.loads((out / "pooled.json").read_text())
+    assert pooled["seeds"] == [0, 1] and [r["method"] for r in pooled["rows"]] == ["plain", "draft"]
+    assert all(len(r["class_accuracy_per_seed"]) == 2 and r["feature_fd"] is not None for r in pooled["rows"])
+    seed0 = json.loads((out / "seed0" / "results.json").read_text())["rows"][0]
+    assert pooled["rows"][0]["class_accuracy_per_seed"][0] == seed0["class_accuracy"]
+    assert "| draft | 2 |" in capsys.readouterr().out

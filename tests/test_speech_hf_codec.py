@@ -112,6 +112,13 @@ def test_speech_bench_writes_results(folders, tmp_path):
     plain, draft = results["rows"][:2]
     assert draft["identical_to_plain"] == len(TEXTS) and draft["log_mel_l1_vs_plain"] == 0.0
     assert plain["length_ratio"] == 1.0 and (out / "results.md").is_file() and any((out / "wav").glob("*.wav"))
+    pooled_out = tmp_path / "pooled"  # --seeds: one run per seed, then one pooled table
+    assert main(["bench", "speech", *model_flags(paths), "--sentences", str(sentences), "--methods", "draft",
+                 "--no-wer", "--seeds", "0,1", "--max-seconds", str(seconds), "--out", str(pooled_out)]) == 0
+    pooled = json.loads((pooled_out / "pooled.json").read_text())
+    assert pooled["seeds"] == [0, 1] and [r["method"] for r in pooled["rows"]] == ["plain", "draft"]
+    assert pooled["rows"][1]["seeds"] == 2 and "wer" not in pooled["rows"][1]
+    assert (pooled_out / "seed0" / "results.json").is_file() and (pooled_out / "seed1" / "results.json").is_file()
 
 
 def test_load_codec_errors(tmp_path):

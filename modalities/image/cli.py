@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .. import report
 from . import bench
 from multispec.methods import Method
 
@@ -79,14 +80,23 @@ def run_image(args) -> int:
 
 
 def run_bench(args) -> int:
+    seeds = report.parse_seeds(args.seeds) if args.seeds else None
     if args.threads:
         torch.set_num_threads(args.threads)
     models = load_models(args)
-    report = bench.run_report(models, Path(args.out), per_class=args.per_class,
-                              guidance_scale=args.guidance_scale, temperature=args.temperature,
-                              top_k=args.top_k, seed=args.seed, quick=args.quick,
-                              methods=bench.select_methods(args.methods) if args.methods else None)
-    print(bench.markdown_table(report["rows"]))
+    methods = bench.select_methods(args.methods) if args.methods else None
+
+    def one_run(seed: int, out: Path) -> dict:
+        return bench.run_report(models, out, per_class=args.per_class, guidance_scale=args.guidance_scale,
+                                temperature=args.temperature, top_k=args.top_k, seed=seed, quick=args.quick,
+                                methods=methods)
+
+    if seeds:  # each seed draws the same number of images per class: mean accuracy = pooled accuracy
+        quality = ("class_accuracy", "feature_fd")
+        pooled = report.run_seeds(one_run, seeds, Path(args.out), quality)
+        print(report.markdown_table(pooled, report.POOLED_COLUMNS + quality))
+    else:
+        print(bench.markdown_table(one_run(args.seed, Path(args.out))["rows"]))
     print(f"saved to {args.out}", file=sys.stderr)
     return 0
 
@@ -109,6 +119,7 @@ def register_bench(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="plain, draft, jacobi and one relaxed method only")
     parser.add_argument("--methods", help="comma-separated method names, e.g. 'draft,draft+neighborhood d=0.2' "
                         "(plain is always run first)")
+    report.add_seeds_argument(parser)
     parser.add_argument("--out", default="runs/bench/image")
     _common(parser)
     parser.set_defaults(run=run_bench)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .. import report
 from . import bench
 from multispec.methods import Method
 
@@ -87,16 +88,24 @@ def load_sentences(path, n: int | None) -> list[str]:
 
 
 def run_bench(args) -> int:
+    seeds = report.parse_seeds(args.seeds) if args.seeds else None
     if args.threads:
         torch.set_num_threads(args.threads)
     models = load_models(args)
     sentences = load_sentences(args.sentences, args.num_sentences) if args.sentences else \
         default_sentences(args.num_sentences)
-    report = bench.run_report(models, sentences, Path(args.out), temperature=args.temperature, top_k=args.top_k,
-                              seed=args.seed, quick=args.quick, wer=not args.no_wer, max_seconds=args.max_seconds,
-                              methods=bench.select_methods(args.methods) if args.methods else
-                              bench.WITH_JACOBI if args.jacobi else None)
-    print(bench.markdown_table(report["rows"]))
+    methods = bench.select_methods(args.methods) if args.methods else bench.WITH_JACOBI if args.jacobi else None
+
+    def one_run(seed: int, out: Path) -> dict:
+        return bench.run_report(models, sentences, out, temperature=args.temperature, top_k=args.top_k, seed=seed,
+                                quick=args.quick, wer=not args.no_wer, max_seconds=args.max_seconds, methods=methods)
+
+    if seeds:
+        quality = ("wer", "log_mel_l1_vs_plain") if not args.no_wer else ("log_mel_l1_vs_plain",)
+        pooled = report.run_seeds(one_run, seeds, Path(args.out), quality)
+        print(report.markdown_table(pooled, report.POOLED_COLUMNS + quality))
+    else:
+        print(bench.markdown_table(one_run(args.seed, Path(args.out))["rows"]))
     print(f"saved to {args.out}", file=sys.stderr)
     return 0
 
@@ -122,6 +131,7 @@ def register_bench(subparsers) -> None:
     parser.add_argument("--methods", help="comma-separated method names from the default list "
                         "(e.g. 'plain,draft,draft+topk k=4'); plain always runs first")
     parser.add_argument("--max-seconds", type=float, default=5.0, help="longest utterance generated")
+    report.add_seeds_argument(parser)
     parser.add_argument("--out", default="runs/bench/speech")
     _common(parser)
     parser.set_defaults(run=run_bench)
