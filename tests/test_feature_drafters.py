@@ -220,3 +220,20 @@ def test_residual_head_starts_as_its_draft_model():
         torch.testing.assert_close(logits, draft(ids).logits, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="one-layer"):
         settings_from_draft(target, tiny_model("llama"))
+
+
+def test_self_instruct_prompts_are_the_targets_own_questions():
+    """Magpie-style data: the target samples user turns after its chat template's user header; each
+    kept question is wrapped in the template like any user turn; no chat template, a clear error."""
+    from models import zoo
+    from models.recipes.feature.data import self_instruct_prompts
+    target, tokenizer = zoo.load("text-target")
+    with pytest.raises(ValueError, match="no chat template"):
+        self_instruct_prompts(target, tokenizer, 2, seed=0)
+    tokenizer.chat_template = "{% for m in messages %}Q: {{ m['content'] }}<|endoftext|>{% endfor %}A:"
+    prompts = self_instruct_prompts(target, tokenizer, 3, seed=0, question_tokens=24, batch=8)
+    assert len(prompts) == 3 and len({tuple(p) for p in prompts}) == 3
+    for ids in prompts:
+        text = tokenizer.decode(ids)
+        assert text.startswith("Q: ") and text.endswith("<|endoftext|>A:") and len(text.split()) >= 5
+    assert self_instruct_prompts(target, tokenizer, 3, seed=0, question_tokens=24, batch=8) == prompts  # seeded

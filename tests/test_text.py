@@ -115,3 +115,24 @@ def test_method_or_drafter_not_both(loaded):
 def test_cli_flags_that_do_not_apply_are_refused(pair, capsys):
     assert main(["text", "x", "--target", str(pair["target"]), "--drafter", "lookup", "--window", "4"]) == 2
     assert "settings ['window'] do not apply to drafter 'lookup'" in capsys.readouterr().err
+
+
+def test_a_bf16_draft_for_an_fp32_target_stays_exact(pair, tmp_path, capsys):
+    target, draft, tokenizer = load_pair(pair["target"], pair["draft"], draft_dtype=torch.bfloat16)
+    assert target.dtype == torch.float32 and draft.dtype == torch.bfloat16
+    prompt = "def parse(text):\n    return text.split("
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    ref = tokenizer.decode(hf_greedy(target, ids, 20)[0, ids.shape[1]:], skip_special_tokens=True)
+    for name in ("draft", "draft-tree"):
+        text, stats = generate_text(prompt, target, tokenizer, method=method_from_names(name), draft=draft,
+                                    max_new_tokens=20, stop_at_eos=False)
+        assert text == ref and stats.drafted > 0
+    prompts_file = tmp_path / "p.jsonl"
+    prompts_file.write_text('{"prompt": "def f(x):", "category": "code"}\n')
+    assert main(["bench", "text", "--target", str(pair["target"]), "--draft", str(pair["draft"]), "--draft-dtype",
+                 "bfloat16", "--prompts", str(prompts_file), "--methods", "plain", "draft", "draft-tree",
+                 "--max-new-tokens", "8", "--out", str(tmp_path / "bench")]) == 0
+    out = capsys.readouterr().out
+    assert "target torch.float32, draft model torch.bfloat16" in out and "| draft | " in out
+    report = json.loads(next((tmp_path / "bench").glob("*.json")).read_text())
+    assert report["draft_dtype"] == "torch.bfloat16" and {r["identical_to_plain"] for r in report["rows"]} == {"1/1"}

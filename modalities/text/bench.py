@@ -207,6 +207,7 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
     report = {"max_new_tokens": max_new_tokens, "prompts": len(prompts), "gamma_fixed": gamma,
               "methods": {m: configs[m].label() for m in drafters},
               "layerskip_layers": skip_layers, "dtype": str(target.dtype),
+              "draft_dtype": None if draft is None else str(draft.dtype),
               "threads": torch.get_num_threads(), "target_step_s": t_target, "verify_cost": costs,
               "rows": table(per_prompt)}
     if len(categories) > 1:
@@ -217,6 +218,8 @@ def run_bench(target, draft, tokenizer, prompts, methods=ALL_METHODS, max_new_to
 def markdown_table(report: dict) -> str:
     """All prompts, then one table per prompt category when there are several."""
     parts = [_markdown_rows(report["rows"], f"all {report['prompts']} prompts")]
+    if report.get("draft_dtype") and report["draft_dtype"] != report.get("dtype"):
+        parts.append(f"target {report.get('dtype')}, draft model {report['draft_dtype']}")
     if report.get("verify_cost"):
         costs = report["verify_cost"]
         parts.append("cost of one target forward of k new tokens / one token (200-token context): "

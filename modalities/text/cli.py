@@ -69,7 +69,8 @@ def run_text(args) -> int:
     target_path, draft_path = _resolve(args)
     method = method_from_args(args)
     need_draft = isinstance(method.drafter, (DraftModelConfig, DraftTreeConfig))
-    target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None, args.device, _dtype(args))
+    target, draft, tokenizer = load_pair(target_path, draft_path if need_draft else None, args.device, _dtype(args),
+                                         _draft_dtype(args))
     bridge = None
     if isinstance(method.drafter, CrossVocabConfig):  # a draft model with its own tokenizer
         from multispec.lm import output_vocab_size
@@ -78,7 +79,7 @@ def run_text(args) -> int:
         from .vocabulary import TokenizerBridge
         if draft_path is None:
             raise ValueError("--drafter cross-vocab needs --draft PATH (a model with its own tokenizer)")
-        draft = load_model(draft_path, "draft", _dtype(args), args.device)
+        draft = load_model(draft_path, "draft", _draft_dtype(args), args.device)
         bridge = TokenizerBridge(tokenizer, load_tokenizer(draft_path, "draft tokenizer"), output_vocab_size(target),
                                  output_vocab_size(draft))
     generator = torch.Generator(device=target.device).manual_seed(args.seed) if args.seed is not None else None
@@ -112,7 +113,7 @@ def _bench_inputs(args, per_category: int | None):
     if args.threads:
         torch.set_num_threads(args.threads)
     target_path, draft_path = _resolve(args)
-    target, draft, tokenizer = load_pair(target_path, draft_path, args.device, _dtype(args))
+    target, draft, tokenizer = load_pair(target_path, draft_path, args.device, _dtype(args), _draft_dtype(args))
     if args.prompts:
         prompts = bench.load_prompts(args.prompts, per_category)
     else:  # the bundled pair's own held-out prompts; Spec-Bench's questions for any other target
@@ -161,10 +162,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="model dtype (default float32)")
+    parser.add_argument("--draft-dtype", choices=["float32", "bfloat16", "float16"],
+                        help="the draft model's dtype (default: --dtype); a bf16 draft for an fp32 target stays "
+                        "exact, since the target verifies every token")
 
 
 def _dtype(args):
     return getattr(torch, args.dtype) if args.dtype else None
+
+
+def _draft_dtype(args):
+    return getattr(torch, args.draft_dtype) if args.draft_dtype else _dtype(args)
 
 
 def register(subparsers) -> None:

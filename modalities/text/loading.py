@@ -51,13 +51,16 @@ def check_same_tokenizer(target_tokenizer, draft_tokenizer) -> None:
                          f"vocabulary ({len(draft_tokenizer)} vs {len(target_tokenizer)} tokens)")
 
 
-def load_pair(target_path, draft_path=None, device: str | None = None, dtype: torch.dtype | None = None):
-    """(target, draft or None, tokenizer) from folders; the tokenizer comes from the target's folder."""
+def load_pair(target_path, draft_path=None, device: str | None = None, dtype: torch.dtype | None = None,
+              draft_dtype: torch.dtype | None = None):
+    """(target, draft or None, tokenizer) from folders; the tokenizer comes from the target's folder.
+    The draft is loaded in ``draft_dtype`` (default: ``dtype``): a bf16 draft proposes for an fp32
+    target at half the draft cost, and the target's verification keeps the output exact."""
     target = load_model(target_path, "target", dtype, device)
     tokenizer = load_tokenizer(target_path, "target tokenizer")
     draft = None
     if draft_path is not None:
-        draft = load_model(draft_path, "draft", dtype, device)
+        draft = load_model(draft_path, "draft", draft_dtype or dtype, device)
         if any(pathlib.Path(draft_path).glob("tokenizer*.json")):
             check_same_tokenizer(tokenizer, load_tokenizer(draft_path, "draft tokenizer"))
     return target, draft, tokenizer

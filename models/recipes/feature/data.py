@@ -2,7 +2,10 @@
 
 1. Prompts: windows of the bundled text corpus's training split (``corpus``), or Spec-Bench
    questions outside the benchmark's evaluation slice (``spec-bench``: the first ``EVAL_PER_CATEGORY``
-   questions of each category are never used), wrapped in the chat template when the tokenizer has one.
+   questions of each category are never used), wrapped in the chat template when the tokenizer has one,
+   or questions the chat target writes itself (``self-instruct``, Magpie-style: it samples a user turn
+   after its own chat template's user header), so the data grows without any dataset.
+   ``spec-bench+self-instruct`` takes Spec-Bench's questions and fills the rest with its own.
 2. Self-distillation: the target continues each prompt greedily (batched Hugging Face generate),
    so the drafter learns on the sequences it will be asked to draft.
 3. Target pass: one teacher-forced forward per batch records, for every position, the fused hidden
@@ -60,6 +63,43 @@ def spec_bench_prompts(path: Path, tokenizer, num: int | None, seed: int, max_to
     else:
         encoded = [tokenizer(t).input_ids for t in texts]
     return [ids for ids in encoded if len(ids) <= max_tokens]
+
+
+SENTINEL = "\x00multispec-user-turn\x00"
+
+
+@torch.inference_mode()
+def self_instruct_prompts(target, tokenizer, num: int, seed: int, question_tokens: int = 64,
+                          batch: int = 32) -> list[list[int]]:
+    """``num`` chat prompts whose questions the target wrote: after the template's user header it
+    samples (temperature 1, top-p 0.95, seeded) up to ``question_tokens`` tokens; questions that end
+    (eos) with at least 4 words and are new are wrapped in the template like any user turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("source self-instruct needs a chat model: the tokenizer has no chat template")
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": SENTINEL}], tokenize=False,
+                                             add_generation_prompt=True)
+    header = tokenizer(rendered[: rendered.index(SENTINEL)], add_special_tokens=False, return_tensors="pt").input_ids
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    questions: list[str] = []
+    bar = tqdm(total=num, desc="self-instruct", dynamic_ncols=True)
+    for _ in range(8 * num // batch + 8):  # bounded: a model that never ends its questions gives up
+        ids = header.expand(batch, -1)
+        out = target.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=question_tokens,
+                              do_sample=True, temperature=1.0, top_p=0.95, top_k=None, pad_token_id=pad,
+                              eos_token_id=tokenizer.eos_token_id)[:, header.shape[1]:]
+        for row in out.tolist():
+            if tokenizer.eos_token_id not in row:
+                continue
+            text = tokenizer.decode(row[: row.index(tokenizer.eos_token_id)], skip_special_tokens=True).strip()
+            if len(text.split()) >= 4 and text not in questions and len(questions) < num:
+                questions.append(text)
+                bar.update(1)
+        if len(questions) >= num:
+            break
+    bar.close()
+    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                          tokenize=True, return_dict=True)["input_ids"] for q in questions]
 
 
 @torch.inference_mode()
@@ -147,10 +187,13 @@ def build(out: Path, target, tokenizer, source: str, num: int, new_tokens: int, 
     else:
         if source == "corpus":
             prompts = corpus_prompts(corpus_dir, tokenizer, num, prompt_tokens, seed)
-        elif source == "spec-bench":
-            prompts = spec_bench_prompts(spec_bench, tokenizer, num, seed)
+        elif source in ("spec-bench", "self-instruct", "spec-bench+self-instruct"):
+            prompts = spec_bench_prompts(spec_bench, tokenizer, num, seed) if "spec-bench" in source else []
+            if "self-instruct" in source:
+                prompts += self_instruct_prompts(target, tokenizer, num - len(prompts), seed)
         else:
-            raise ValueError(f"unknown prompt source {source!r} (corpus or spec-bench)")
+            raise ValueError(f"unknown prompt source {source!r} (corpus, spec-bench, self-instruct or "
+                             f"spec-bench+self-instruct)")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         sequences = continue_greedily(target, prompts, new_tokens, batch, pad, tokenizer.eos_token_id)
         Path(out).mkdir(parents=True, exist_ok=True)
