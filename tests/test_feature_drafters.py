@@ -236,4 +236,7 @@ def test_self_instruct_prompts_are_the_targets_own_questions():
     for ids in prompts:
         text = tokenizer.decode(ids)
         assert text.startswith("Q: ") and text.endswith("<|endoftext|>A:") and len(text.split()) >= 5
+    state = torch.get_rng_state()
     assert self_instruct_prompts(target, tokenizer, 3, seed=0, question_tokens=24, batch=8) == prompts  # seeded
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
+    assert self_instruct_prompts(target, tokenizer, 0, seed=0) == []

@@ -79,24 +79,26 @@ def self_instruct_prompts(target, tokenizer, num: int, seed: int, question_token
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": SENTINEL}], tokenize=False,
                                              add_generation_prompt=True)
     header = tokenizer(rendered[: rendered.index(SENTINEL)], add_special_tokens=False, return_tensors="pt").input_ids
+    ids = header.expand(batch, -1)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    torch.manual_seed(seed)
-    questions: list[str] = []
-    bar = tqdm(total=num, desc="self-instruct", dynamic_ncols=True)
-    for _ in range(8 * num // batch + 8):  # bounded: a model that never ends its questions gives up
-        ids = header.expand(batch, -1)
-        out = target.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=question_tokens,
-                              do_sample=True, temperature=1.0, top_p=0.95, top_k=None, pad_token_id=pad,
-                              eos_token_id=tokenizer.eos_token_id)[:, header.shape[1]:]
-        for row in out.tolist():
-            if tokenizer.eos_token_id not in row:
-                continue
-            text = tokenizer.decode(row[: row.index(tokenizer.eos_token_id)], skip_special_tokens=True).strip()
-            if len(text.split()) >= 4 and text not in questions and len(questions) < num:
-                questions.append(text)
-                bar.update(1)
-        if len(questions) >= num:
-            break
+    questions: dict[str, None] = {}  # insertion-ordered and deduplicated
+    bar = tqdm(total=max(num, 0), desc="self-instruct", dynamic_ncols=True)
+    rounds = 8 * num // batch + 8 if num > 0 else 0  # bounded: a model that never ends its questions gives up
+    with torch.random.fork_rng():  # generate samples from the global generator: seed a private copy of it
+        torch.manual_seed(seed)
+        for _ in range(rounds):
+            out = target.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=question_tokens,
+                                  do_sample=True, temperature=1.0, top_p=0.95, top_k=None, pad_token_id=pad,
+                                  eos_token_id=tokenizer.eos_token_id)[:, header.shape[1]:]
+            for row in out.tolist():
+                if tokenizer.eos_token_id not in row or len(questions) >= num:
+                    continue
+                text = tokenizer.decode(row[: row.index(tokenizer.eos_token_id)], skip_special_tokens=True).strip()
+                if len(text.split()) >= 4 and text not in questions:
+                    questions[text] = None
+                    bar.update(1)
+            if len(questions) >= num:
+                break
     bar.close()
     return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                           tokenize=True, return_dict=True)["input_ids"] for q in questions]
