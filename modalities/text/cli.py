@@ -150,6 +150,9 @@ def _bundled(name) -> bool:
     return str(name) in zoo.ENTRIES
 
 
+DTYPES = ("float32", "bfloat16", "float16")  # --dtype and --draft-dtype
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="target: a save_pretrained folder or a model name, e.g. "
                         "smollm2-135m-instruct or gemma3-270m (default: bundled text-target)")
@@ -161,8 +164,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="model dtype (default float32)")
-    parser.add_argument("--draft-dtype", choices=["float32", "bfloat16", "float16"],
+    parser.add_argument("--dtype", choices=DTYPES, help="model dtype (default float32)")
+    parser.add_argument("--draft-dtype", choices=DTYPES,
                         help="the draft model's dtype (default: --dtype); a bf16 draft for an fp32 target stays "
                         "exact, since the target verifies every token")
 

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", required=True, help="a registry name (text-target, smollm2-135m-instruct) or a folder")
     ap.add_argument("--out", type=Path, required=True, help="working folder (data, checkpoints, log)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--source", choices=["corpus", "spec-bench", "self-instruct", "spec-bench+self-instruct"],
-                    default="corpus", help="prompts to self-distil on: corpus windows, Spec-Bench questions outside "
+    ap.add_argument("--source", choices=feature_data.SOURCES, default="corpus",
+                    help="prompts to self-distil on: corpus windows, Spec-Bench questions outside "
                     "the bench's slice, questions a chat target writes itself, or Spec-Bench's then its own")
     ap.add_argument("--corpus", type=Path, default=Path("runs/text/corpus"))
     ap.add_argument("--num-sequences", type=int)

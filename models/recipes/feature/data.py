@@ -26,6 +26,12 @@ from tqdm import tqdm
 
 EVAL_PER_CATEGORY = 4  # Spec-Bench questions per category kept out of training (the bench uses the first N)
 TOP_K = 8  # target probabilities kept per position
+SOURCES = ("corpus", "spec-bench", "self-instruct", "spec-bench+self-instruct")  # where the prompts come from
+
+
+def pad_id(tokenizer) -> int:
+    """The id that pads batched prompts: the tokenizer's pad token, else its eos."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def corpus_prompts(corpus_dir: Path, tokenizer, num: int, prompt_tokens: int, seed: int) -> list[list[int]]:
@@ -80,7 +86,6 @@ def self_instruct_prompts(target, tokenizer, num: int, seed: int, question_token
                                              add_generation_prompt=True)
     header = tokenizer(rendered[: rendered.index(SENTINEL)], add_special_tokens=False, return_tensors="pt").input_ids
     ids = header.expand(batch, -1)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     questions: dict[str, None] = {}  # insertion-ordered and deduplicated
     bar = tqdm(total=max(num, 0), desc="self-instruct", dynamic_ncols=True)
     rounds = 8 * num // batch + 8 if num > 0 else 0  # bounded: a model that never ends its questions gives up
@@ -88,7 +93,7 @@ def self_instruct_prompts(target, tokenizer, num: int, seed: int, question_token
         torch.manual_seed(seed)
         for _ in range(rounds):
             out = target.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=question_tokens,
-                                  do_sample=True, temperature=1.0, top_p=0.95, top_k=None, pad_token_id=pad,
+                                  do_sample=True, temperature=1.0, top_p=0.95, top_k=None, pad_token_id=pad_id(tokenizer),
                                   eos_token_id=tokenizer.eos_token_id)[:, header.shape[1]:]
             for row in out.tolist():
                 if tokenizer.eos_token_id not in row or len(questions) >= num:
@@ -187,17 +192,15 @@ def build(out: Path, target, tokenizer, source: str, num: int, new_tokens: int, 
     if sequences_path.is_file():
         sequences = json.loads(sequences_path.read_text())
     else:
-        if source == "corpus":
-            prompts = corpus_prompts(corpus_dir, tokenizer, num, prompt_tokens, seed)
-        elif source in ("spec-bench", "self-instruct", "spec-bench+self-instruct"):
-            prompts = spec_bench_prompts(spec_bench, tokenizer, num, seed) if "spec-bench" in source else []
-            if "self-instruct" in source:
-                prompts += self_instruct_prompts(target, tokenizer, num - len(prompts), seed)
-        else:
-            raise ValueError(f"unknown prompt source {source!r} (corpus, spec-bench, self-instruct or "
-                             f"spec-bench+self-instruct)")
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        sequences = continue_greedily(target, prompts, new_tokens, batch, pad, tokenizer.eos_token_id)
+        if source not in SOURCES:
+            raise ValueError(f"unknown prompt source {source!r} (one of {', '.join(SOURCES)})")
+        parts = source.split("+")
+        prompts = corpus_prompts(corpus_dir, tokenizer, num, prompt_tokens, seed) if "corpus" in parts else []
+        if "spec-bench" in parts:
+            prompts += spec_bench_prompts(spec_bench, tokenizer, num, seed)
+        if "self-instruct" in parts:
+            prompts += self_instruct_prompts(target, tokenizer, num - len(prompts), seed)
+        sequences = continue_greedily(target, prompts, new_tokens, batch, pad_id(tokenizer), tokenizer.eos_token_id)
         Path(out).mkdir(parents=True, exist_ok=True)
         sequences_path.write_text(json.dumps(sequences))
     data = target_pass(target, sequences, feature_layers)
