@@ -55,13 +55,15 @@ def test_guidance_needs_an_unconditional_prefix(tmp_path):
 
 
 def test_drafter_distils_on_target_samples(tmp_path):
-    """The recipe of models/recipes/gpu/distill_gpu.sh at smoke size: samples -> guided distillation -> export."""
+    """The recipe of models/recipes/gpu/distill_gpu.sh at smoke size: samples -> guided distillation -> export
+    (class-balanced, which the exported card records)."""
     target = save_target(tmp_path / "run" / "target")
     sample(target, tmp_path / "samples", num=16)
     seq_train_main(["image", "--preset", "smoke", "--which", "draft", "--data", str(tmp_path / "samples"),
-                    "--out", str(tmp_path / "run"), "--distill-guidance", "3", "--device", "cpu"])
+                    "--out", str(tmp_path / "run"), "--distill-guidance", "3", "--device", "cpu", "--balance", "0.5"])
     exported = json.loads((tmp_path / "run/draft/multispec.json").read_text())
     assert exported["draft_guidance_distilled"] == 3.0 and exported["vocab_size"] == V
+    assert exported["train_balance"] == 0.5
 
 
 def test_drafter_warm_start_and_unknown_preset(tmp_path):
@@ -84,3 +86,31 @@ def test_drafter_warm_start_and_unknown_preset(tmp_path):
     assert record["bf16_autocast"] is True and record["train"]["lr"] == 3e-4  # CPU autocast and the lr override
     with pytest.raises(SystemExit, match="no preset 'cpu-deep'"):
         seq_train_main(["image", "--preset", "cpu-deep", "--data", str(tmp_path / "samples")])
+
+
+def test_class_balance_weights_rows_by_their_first_token():
+    """--balance α draws a row ∝ count(its first token)^−α: 1 gives each class the same share, 0.5 the
+    square root of its count's, 0 the data's own mix; α outside [0, 1] is refused by name."""
+    from models.recipes.token_lm import first_token_weights
+    first = torch.tensor([7, 7, 7, 7, 9])  # four rows of class 7, one of class 9
+    assert first_token_weights(first, 1.0).tolist() == pytest.approx([0.125] * 4 + [0.5])
+    assert first_token_weights(first, 0.5).tolist() == pytest.approx([1 / 6] * 4 + [1 / 3])
+    assert first_token_weights(first, 0.0).tolist() == pytest.approx([0.2] * 5)
+    with pytest.raises(ValueError, match="balance"):
+        first_token_weights(first, 1.5)
+
+
+def test_balanced_sampling_draws_the_rare_class_as_often(tmp_path):
+    """SequenceData with balance 1 draws a class with 1 row in 4 as often as the class with 3."""
+    from models.recipes.presets import TrainSpec
+    from models.recipes.token_lm import SequenceData
+    tokens = np.array([[K, 1, 2], [K, 2, 3], [K, 3, 4], [K + 1, 4, 5], [K, 1, 1]])
+    np.savez(tmp_path / "tokens.npz", tokens=tokens, mask=np.ones((5, 2), bool), split=np.array([0, 0, 0, 0, 1]))
+    spec = TrainSpec(max_steps=1, batch_size=1, seq_len=3, lr=1e-3, minutes=1, eval_tokens=4)
+    meta = {**META, "condition_dropout": 0.0}
+    rng = np.random.default_rng(0)
+    firsts = torch.cat([SequenceData(tmp_path, spec, meta, balance=1.0).sample(400, rng)[0][:, 0]])
+    share = (firsts == K + 1).float().mean().item()
+    assert 0.42 < share < 0.58
+    plain = SequenceData(tmp_path, spec, meta).sample(400, np.random.default_rng(0))[0][:, 0]
+    assert (plain == K + 1).float().mean().item() < 0.35

@@ -64,6 +64,14 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
             _spec(max_steps=6000, batch_size=16, seq_len=0, lr=1e-3, minutes=50, eval_tokens=32768),
             _spec(max_steps=4000, batch_size=16, seq_len=0, lr=2e-3, minutes=12, eval_tokens=32768, distill=0.8),
             "2 CPU cores, fp32: about an hour for both models at 257 tokens per sequence."),
+        # cpu64's 6-layer target grown to 12 layers (models.recipes.surgery.grow_layers; --init-from) and
+        # trained on with bf16 autocast (--bf16): more capacity, and a one-layer drafter half as dear relatively
+        "cpu64-deep": _preset(
+            "cpu64-deep", ModelShape(hidden=256, layers=12, heads=4, kv_heads=4, intermediate=704, max_positions=320),
+            ModelShape(hidden=128, layers=1, heads=2, kv_heads=2, intermediate=384, max_positions=320),
+            _spec(max_steps=8000, batch_size=16, seq_len=0, lr=6e-4, minutes=70, eval_tokens=32768, warmup_steps=50),
+            _spec(max_steps=4000, batch_size=16, seq_len=0, lr=2e-3, minutes=12, eval_tokens=32768, distill=0.8),
+            "2 CPU cores, bf16 autocast: about 70 minutes for the grown target, warm-started (--init-from)."),
         # 64x64 on one H100 (models/recipes/gpu/image64_gpu.sh): a target whose step dwarfs the one-layer drafter's
         "gpu64": _preset(
             "gpu64", ModelShape(hidden=384, layers=12, heads=6, kv_heads=6, intermediate=1024, max_positions=320),
@@ -111,7 +119,10 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
 class SequenceData:
     """Padded sequences with a loss mask; classifier-free guidance drops the condition prefix."""
 
-    def __init__(self, folder: Path, spec: TrainSpec, meta: dict):
+    def __init__(self, folder: Path, spec: TrainSpec, meta: dict, balance: float = 0.0):
+        """``balance`` α: training rows are drawn with probability ∝ count(their first token)^−α, so
+        with a class-token prefix 0 keeps the data's class mix, 1 draws every class equally often
+        and 0.5 is in between (a square-root re-balancing)."""
         with np.load(folder / "tokens.npz") as f:
             tokens, mask, split = f["tokens"].astype(np.int64), f["mask"].astype(bool), f["split"]
         if tokens.shape[1] != mask.shape[1] + 1:
@@ -125,15 +136,26 @@ class SequenceData:
         self.drop = float(meta.get("condition_dropout", 0.0))
         if len(self.train) == 0 or len(self.heldout) == 0:
             raise ValueError(f"{folder}/tokens.npz needs training and held-out sequences")
+        self.row_probs = first_token_weights(self.train[:, 0], balance) if balance else None
 
     def sample(self, batch: int, rng: np.random.Generator):
-        rows = torch.from_numpy(rng.integers(0, len(self.train), size=batch))
+        rows = torch.from_numpy(rng.choice(len(self.train), size=batch, p=self.row_probs) if self.row_probs is not None
+                                else rng.integers(0, len(self.train), size=batch))
         tokens, mask = self.train[rows].clone(), self.train_mask[rows]
         if self.drop and len(self.null_prefix):  # unconditional rows for classifier-free guidance
             dropped = torch.from_numpy(rng.random(batch) < self.drop)
             tokens[dropped, : len(self.null_prefix)] = self.null_prefix
         last = int(mask.any(0).nonzero().max()) + 2  # trim the padding no row in the batch needs
         return tokens[:, :last], mask[:, : last - 1]
+
+
+def first_token_weights(first: torch.Tensor, balance: float) -> np.ndarray:
+    """first [N] (each row's first token) -> [N] sampling probabilities ∝ count(first token)^−balance."""
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"balance must lie in [0, 1], got {balance}")
+    _, inverse, counts = torch.unique(first, return_inverse=True, return_counts=True)
+    weights = counts[inverse].double() ** -balance
+    return (weights / weights.sum()).numpy()
 
 
 class GuidedTeacher(torch.nn.Module):
@@ -178,6 +200,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--max-steps", type=int, help="override both models' steps")
     ap.add_argument("--lr", type=float, help="override both models' peak learning rate (e.g. lower, to go on "
                     "training a model warm-started with --init-from)")
+    ap.add_argument("--balance", type=float, default=0.0,
+                    help="draw training rows ∝ count(first token)^-BALANCE: 0 keeps the data's class mix, 1 "
+                         "samples every class (first token) equally, 0.5 is square-root re-balancing")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU too (on CUDA it is always on)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int)
@@ -219,9 +244,12 @@ def main(argv: list[str]) -> None:
         export_meta, scale = meta, 1.0
         if w == "draft" and args.distill_guidance:  # the drafter learns the guided target, runs unguided
             export_meta, scale = {**meta, "draft_guidance_distilled": args.distill_guidance}, args.distill_guidance
+        if args.balance:  # the card says how the rows were drawn
+            export_meta = {**export_meta, "train_balance": args.balance}
         # the teacher is the target as decoding shapes it: guided (if asked) and masked as decoding masks it
         wrap = lambda t: GuidedTeacher(t, meta["unconditional_prefix"], scale, row_masks(t, meta))  # noqa: E731
-        train_model(w, preset, out, lambda spec: SequenceData(data_dir, spec, meta), 60 * minutes[w] * 0.97,
+        train_model(w, preset, out, lambda spec: SequenceData(data_dir, spec, meta, args.balance),
+                    60 * minutes[w] * 0.97,
                     args.resume, torch.device(args.device), False, config=config,
                     save_extra=save_meta(export_meta), wrap_teacher=wrap,
                     init_from=args.init_from if w == "target" else args.draft_init_from,
