@@ -68,10 +68,11 @@ PRESETS: dict[str, dict[str, ModelPreset]] = {
         # trained on with bf16 autocast (--bf16): more capacity, and a one-layer drafter half as dear relatively
         "cpu64-deep": _preset(
             "cpu64-deep", ModelShape(hidden=256, layers=12, heads=4, kv_heads=4, intermediate=704, max_positions=320),
-            ModelShape(hidden=128, layers=1, heads=2, kv_heads=2, intermediate=384, max_positions=320),
+            # the bundled image64-draft's shape, re-distilled from its weights (--draft-init-from)
+            ModelShape(hidden=256, layers=1, heads=4, kv_heads=4, intermediate=704, max_positions=320),
             _spec(max_steps=8000, batch_size=16, seq_len=0, lr=6e-4, minutes=70, eval_tokens=32768, warmup_steps=50),
-            _spec(max_steps=4000, batch_size=16, seq_len=0, lr=2e-3, minutes=12, eval_tokens=32768, distill=0.8),
-            "2 CPU cores, bf16 autocast: about 70 minutes for the grown target, warm-started (--init-from)."),
+            _spec(max_steps=4000, batch_size=16, seq_len=0, lr=1e-3, minutes=13, eval_tokens=32768, distill=0.8),
+            "2 CPU cores, bf16 autocast: about 70 + 13 minutes, both warm-started (--init-from, --draft-init-from)."),
         # 64x64 on one H100 (models/recipes/gpu/image64_gpu.sh): a target whose step dwarfs the one-layer drafter's
         "gpu64": _preset(
             "gpu64", ModelShape(hidden=384, layers=12, heads=6, kv_heads=6, intermediate=1024, max_positions=320),
