@@ -1,4 +1,5 @@
-"""Probe: plain decoding WER with a separate temperature for code tokens."""
+"""Probe: plain decoding WER with a separate temperature for code tokens.
+python probe.py T SCALE N SEED [TOP_K]; saves the frames to runs/speech-probes/ for decode.py."""
 import sys, json, time, torch
 from multispec import guidance
 from modalities.speech.generation import SpeechModels, generate_codes
@@ -12,8 +13,7 @@ models = SpeechModels.from_zoo(with_draft=False)
 lo, hi = models.layout.offset, models.layout.vocab_end
 orig = guidance.GuidedLM.forward_rows
 def forward_rows(self, tokens, last_only=False, allowed=None):
-    logits = orig(self, tokens, last_only, allowed) if allowed is not None else orig(self, tokens, last_only)
-    logits = logits.clone()
+    logits = orig(self, tokens, last_only, allowed).clone()
     logits[..., lo:hi] *= code_scale
     return logits
 guidance.GuidedLM.forward_rows = forward_rows
@@ -28,4 +28,7 @@ for i, s in enumerate(sents):
     pairs.append((s, hyp)); frames.append(smp.frames)
 print(json.dumps({"T": T, "code_scale": code_scale, "topk": topk, "n": n, "seed": seed,
                   "wer": wer.corpus_wer(pairs), "s": round(time.time() - t0)}), flush=True)
-torch.save({'sents': sents, 'frames': frames}, f'/work/exp/sp/frames_{T}_{code_scale}_{n}_{seed}.pt')
+import pathlib
+out = pathlib.Path("runs/speech-probes")
+out.mkdir(parents=True, exist_ok=True)
+torch.save({"sents": sents, "frames": frames}, out / f"frames_{T}_{code_scale}_{n}_{seed}.pt")
